@@ -1,0 +1,475 @@
+"""Configs: load `path.py:variant`, apply `--config.a.b=value` overrides, validate.
+
+A config file is a Python file with `get_config(arg)` returning an `ml_collections.ConfigDict`.
+Files start from `base_config()`, so every valid key exists (with a comment) in one place and
+an override of a key that does not exist is an error, not a silent new field.
+
+Validation runs before anything compiles: every problem becomes one `ConfigError` that names
+the field, the value found and what was expected.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import ml_collections
+
+from t5x_lite.models.config import ModelConfig
+
+
+class ConfigError(ValueError):
+  """A config value is missing, of the wrong type, or inconsistent with another."""
+
+
+FAMILIES = ("decoder", "encoder", "encoder_decoder")
+DEFAULT_CONFIG = "configs/gpt.py:tiny"
+
+# Logical axis name -> mesh axes (DESIGN.md "Sharding"). Data, so a config can change it.
+DEFAULT_LOGICAL_AXIS_RULES = (
+  ("batch", ("data", "fsdp")),
+  ("embed", "fsdp"),
+  ("mlp", "tensor"),
+  ("heads", "tensor"),
+  ("vocab", "tensor"),
+  ("kv", None),
+  ("length", None),
+  ("layers", None),
+)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every key a config may set, with its default. Config files start from this."""
+  config = ml_collections.ConfigDict()
+
+  config.model = ml_collections.ConfigDict(dataclasses.asdict(ModelConfig()))
+
+  config.data = data = ml_collections.ConfigDict()
+  data.task = "pydoc_causal_lm"  # registered Task or Mixture name
+  data.eval_task = ""  # task for evaluation; '' = same as `task`
+  data.task_modules = ()  # importable modules or .py paths that register tasks
+  data.feature_lengths = {"targets": 256}  # task feature lengths (before conversion)
+  data.pack = True  # pack several examples per sequence (segment ids, positions)
+  data.vocab = "sentencepiece"  # 'sentencepiece' (trained on first use) | 'byte'
+  data.vocab_size = 1024  # SentencePiece vocabulary size, extra ids included
+  data.extra_ids = 100  # sentinel ids <extra_id_0> .. at the top of the vocabulary
+  data.vocab_path = ""  # an existing SentencePiece .model; '' = train and cache in workdir
+  data.seed = 0  # shuffling and preprocessing randomness
+  data.num_workers = 0  # grain worker processes (0 = in the main process)
+  data.shuffle_buffer = 0  # unused by random-access shuffling; kept for sources that stream
+
+  config.train = train = ml_collections.ConfigDict()
+  train.steps = 300  # optimizer steps
+  train.batch_size = 16  # global batch size (sequences), across all hosts
+  train.microbatches = 1  # gradient accumulation: split each step's batch into k microbatches
+  train.seed = 0  # parameter init and dropout
+  train.log_every = 20  # metrics to console / metrics.jsonl / TensorBoard every N steps
+  train.eval_every = 100  # held-out evaluation every N steps (0 = only at the end)
+  train.eval_steps = 4  # batches per evaluation
+  train.checkpoint_every = 100  # save every N steps (and at the end)
+  train.keep = 3  # checkpoints kept (the newest N)
+  train.keep_every = 0  # also keep every K-th step forever (0 = none)
+  train.async_checkpoints = True  # save in a background thread
+  train.init_from = ""  # checkpoint dir or workdir to load params from (fine-tuning)
+  train.frozen = ()  # regexes of parameter paths not to train
+  train.nonfinite = "skip"  # non-finite loss/grads: 'skip' the update | 'stop' the run
+  train.sample_prompt = "The"  # a sample generation is printed at the end ('' = none)
+  train.sample_tokens = 32  # length of that sample
+
+  config.optimizer = opt = ml_collections.ConfigDict()
+  opt.name = "adamw"  # 'adamw' | 'adafactor'
+  opt.learning_rate = 3e-3  # peak learning rate (after warmup)
+  opt.warmup_steps = 30  # linear warmup from 0 to the peak
+  opt.decay = "cosine"  # after warmup: 'cosine' | 'linear' | 'rsqrt' | 'constant'
+  opt.decay_steps = 0  # steps of the decay after warmup; 0 = train.steps - warmup_steps
+  opt.end_factor = 0.1  # learning rate at the end of decay, as a fraction of the peak
+  opt.weight_decay = 0.1  # decoupled weight decay (not on biases, norms)
+  opt.b1 = 0.9  # Adam beta1
+  opt.b2 = 0.95  # Adam beta2
+  opt.eps = 1e-8  # Adam epsilon
+  opt.grad_clip = 1.0  # clip the global gradient norm (0 = off)
+
+  config.mesh = mesh = ml_collections.ConfigDict()
+  mesh.data = -1  # data-parallel axis size (-1 = the devices left over)
+  mesh.fsdp = 1  # fully-sharded data parallel: params and optimizer state sharded
+  mesh.tensor = 1  # tensor (model) parallel: heads, mlp, vocab
+  mesh.rules = DEFAULT_LOGICAL_AXIS_RULES  # logical axis -> mesh axes
+
+  config.lock()
+  return config
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and overrides.
+
+
+def _config_file_and_arg(spec: str) -> tuple[str, str | None]:
+  path, _, arg = spec.partition(":")
+  if not os.path.exists(path):
+    # A name such as 'gpt.py:tiny' or 'configs/gpt.py' from outside the repo: look beside the
+    # package (an editable install keeps configs/ next to t5x_lite/).
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for candidate in (os.path.join(here, path), os.path.join(here, "configs", path)):
+      if os.path.exists(candidate):
+        path = candidate
+        break
+    else:
+      raise ConfigError(f"--config: file {path!r} does not exist (expected e.g. {DEFAULT_CONFIG})")
+  return path, (arg or None)
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """Loads `path.py[:arg]` by calling its `get_config(arg)`."""
+  path, arg = _config_file_and_arg(spec)
+  module_name = "t5x_lite_config_" + os.path.splitext(os.path.basename(path))[0]
+  module_spec = importlib.util.spec_from_file_location(module_name, path)
+  module = importlib.util.module_from_spec(module_spec)
+  try:
+    module_spec.loader.exec_module(module)
+  except Exception as e:  # the file itself is broken: say which file
+    raise ConfigError(f"--config: could not load {path}: {type(e).__name__}: {e}") from e
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"--config: {path} has no get_config(arg) function")
+  try:
+    config = module.get_config(arg) if arg is not None else module.get_config()
+  except TypeError:
+    config = module.get_config()
+  except (KeyError, ValueError) as e:
+    raise ConfigError(f"--config: {path}:{arg}: {e}") from e
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(
+      f"--config: {path} get_config returned {type(config).__name__}, "
+      "expected an ml_collections.ConfigDict"
+    )
+  return config
+
+
+def _parse_value(text: str, current: Any, key: str) -> Any:
+  """Parses an override string into the type of the current value."""
+  if isinstance(current, bool):
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes"):
+      return True
+    if lowered in ("false", "0", "no"):
+      return False
+    raise ConfigError(f"--config.{key}={text}: expected a bool (true/false)")
+  if isinstance(current, int):
+    try:
+      return int(text)
+    except ValueError:
+      raise ConfigError(f"--config.{key}={text}: expected an int, found {text!r}") from None
+  if isinstance(current, float):
+    try:
+      return float(text)
+    except ValueError:
+      raise ConfigError(f"--config.{key}={text}: expected a float, found {text!r}") from None
+  if isinstance(current, str):
+    return text
+  # tuples, lists, dicts: a Python literal.
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    if isinstance(current, (tuple, list)):  # a bare word for a one-element tuple
+      return (text,)
+    raise ConfigError(
+      f"--config.{key}={text}: expected a Python literal of type {type(current).__name__}"
+    ) from None
+  if isinstance(current, (tuple, list)) and isinstance(value, str):
+    value = (value,)
+  if isinstance(current, (tuple, list)) and isinstance(value, list):
+    value = tuple(value)
+  if isinstance(current, (dict, ml_collections.ConfigDict)) and not isinstance(value, dict):
+    raise ConfigError(f"--config.{key}={text}: expected a dict, found {type(value).__name__}")
+  return value
+
+
+def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
+  """Sets `config.<key>` from the command-line string `text`, type-checked."""
+  parts = key.split(".")
+  node = config
+  for i, part in enumerate(parts[:-1]):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      raise ConfigError(_unknown_key_message(".".join(parts[: i + 1]), node))
+    node = node[part]
+  leaf = parts[-1]
+  if isinstance(node, dict) and not isinstance(node, ml_collections.ConfigDict):
+    current = node.get(leaf, 0)
+    node[leaf] = _parse_value(text, current, key)
+    return
+  if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+    raise ConfigError(_unknown_key_message(key, node))
+  current = node[leaf]
+  value = _parse_value(text, current, key)
+  with node.unlocked():
+    node[leaf] = value
+
+
+def _unknown_key_message(key: str, node: Any) -> str:
+  import difflib
+
+  known = sorted(node.keys()) if isinstance(node, (dict, ml_collections.ConfigDict)) else []
+  last = key.split(".")[-1]
+  close = difflib.get_close_matches(last, known, n=3)
+  hint = f"; did you mean {', '.join(close)}?" if close else ""
+  return f"unknown config key {key!r}{hint} (known here: {', '.join(known)})"
+
+
+def parse_overrides(argv: Sequence[str]) -> list[tuple[str, str]]:
+  """`--config.a.b=v` / `--config.a.b v` arguments -> [(a.b, v)]."""
+  overrides = []
+  i = 0
+  while i < len(argv):
+    arg = argv[i]
+    if not arg.startswith("--config."):
+      raise ConfigError(
+        f"unexpected argument {arg!r} (overrides look like --config.train.steps=20)"
+      )
+    body = arg[len("--config.") :]
+    if "=" in body:
+      key, value = body.split("=", 1)
+    else:
+      if i + 1 >= len(argv):
+        raise ConfigError(f"{arg}: missing value")
+      key, value = body, argv[i + 1]
+      i += 1
+    overrides.append((key, value))
+    i += 1
+  return overrides
+
+
+def get_config(
+  spec: str = DEFAULT_CONFIG,
+  overrides: Sequence[tuple[str, str]] = (),
+  *,
+  validate_config: bool = True,
+) -> ml_collections.ConfigDict:
+  """Loads a config file, applies overrides (type-checked) and validates the result."""
+  config = load_config_file(spec)
+  _check_against_base(config)
+  for key, value in overrides:
+    apply_override(config, key, value)
+  if validate_config:
+    validate(config)
+  return config
+
+
+def _check_against_base(config: ml_collections.ConfigDict) -> None:
+  """A config file may only set keys that base_config() defines, with compatible types."""
+  base = base_config()
+
+  def walk(node, reference, prefix):
+    for key in node.keys():
+      name = f"{prefix}{key}"
+      if key not in reference:
+        raise ConfigError(_unknown_key_message(name, reference))
+      value, ref = node[key], reference[key]
+      if isinstance(ref, ml_collections.ConfigDict):
+        walk(value, ref, name + ".")
+      elif not _compatible(value, ref):
+        raise ConfigError(
+          f"config.{name}={value!r}: expected {type(ref).__name__}, found {type(value).__name__}"
+        )
+
+  walk(config, base, "")
+
+
+def _compatible(value: Any, reference: Any) -> bool:
+  if isinstance(reference, bool):
+    return isinstance(value, bool)
+  if isinstance(reference, float):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  if isinstance(reference, int):
+    return isinstance(value, int) and not isinstance(value, bool)
+  if isinstance(reference, str):
+    return isinstance(value, str)
+  if isinstance(reference, (tuple, list)):
+    return isinstance(value, (tuple, list))
+  if isinstance(reference, (dict, ml_collections.ConfigDict)):
+    return isinstance(value, (dict, ml_collections.ConfigDict))
+  return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation.
+
+
+def _require(condition: bool, message: str) -> None:
+  if not condition:
+    raise ConfigError(message)
+
+
+def _one_of(config, field: str, value: Any, choices: Sequence[Any]) -> None:
+  _require(
+    value in choices, f"config.{field}={value!r}: expected one of {', '.join(map(repr, choices))}"
+  )
+
+
+def _positive(field: str, value: Any) -> None:
+  _require(
+    isinstance(value, int) and value > 0, f"config.{field}={value!r}: expected a positive int"
+  )
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
+  """Raises ConfigError for the first inconsistent value. Needs no jax compile.
+
+  `num_devices`: the global device count, when known (the trainer passes it); the batch must
+  split evenly over the data-parallel devices.
+  """
+  _check_against_base(config)
+  m, d, t, o = config.model, config.data, config.train, config.optimizer
+  _one_of(config, "model.family", m.family, FAMILIES)
+  for field in ("vocab_size", "d_model", "num_heads", "num_layers", "d_ff"):
+    _positive(f"model.{field}", m[field])
+  if m.head_dim == 0:
+    _require(
+      m.d_model % m.num_heads == 0,
+      f"config.model.num_heads={m.num_heads} does not divide model.d_model={m.d_model} "
+      "(set model.head_dim to use a head width other than d_model // num_heads)",
+    )
+  _one_of(config, "model.dtype", m.dtype, ("float32", "bfloat16"))
+  _one_of(config, "model.remat", m.remat, ("none", "minimal", "full"))
+  _one_of(config, "model.position", m.position, ("learned", "relative", "rope"))
+  _one_of(config, "model.activation", m.activation, ("gelu", "gelu_new", "relu", "gated-gelu"))
+  _one_of(config, "model.norm", m.norm, ("layernorm", "rmsnorm"))
+  _one_of(config, "model.norm_position", m.norm_position, ("pre", "post"))
+  _require(
+    0.0 <= m.dropout_rate < 1.0, f"config.model.dropout_rate={m.dropout_rate}: expected [0, 1)"
+  )
+
+  _one_of(config, "data.vocab", d.vocab, ("sentencepiece", "byte"))
+  _require(bool(d.task), "config.data.task is empty: expected a registered task name")
+  lengths = dict(d.feature_lengths)
+  _require(bool(lengths), "config.data.feature_lengths is empty: expected e.g. {'targets': 256}")
+  for name, length in lengths.items():
+    _positive(f"data.feature_lengths.{name}", length)
+  if m.position == "learned":
+    longest = max(lengths.values())
+    _require(
+      longest <= m.max_length,
+      f"config.data.feature_lengths={lengths}: sequence length {longest} is over "
+      f"model.max_length={m.max_length} learned positions",
+    )
+  if d.vocab == "sentencepiece" and not d.vocab_path:
+    _require(
+      d.vocab_size > d.extra_ids + 3,
+      f"config.data.vocab_size={d.vocab_size}: expected more than extra_ids + 3 = {d.extra_ids + 3}",
+    )
+    _require(
+      m.vocab_size >= d.vocab_size,
+      f"config.model.vocab_size={m.vocab_size} is smaller than data.vocab_size={d.vocab_size}: "
+      "the embedding needs a row for every token id",
+    )
+  if d.vocab == "byte":
+    _require(
+      m.vocab_size >= 259 + d.extra_ids,
+      f"config.model.vocab_size={m.vocab_size}: the byte vocabulary needs at least "
+      f"{259 + d.extra_ids} ids (3 special + 256 bytes + {d.extra_ids} extra ids)",
+    )
+
+  for field in (
+    "steps",
+    "batch_size",
+    "log_every",
+    "checkpoint_every",
+    "keep",
+    "microbatches",
+    "eval_steps",
+  ):
+    _positive(f"train.{field}", t[field])
+  _require(t.eval_every >= 0, f"config.train.eval_every={t.eval_every}: expected >= 0")
+  _one_of(config, "train.nonfinite", t.nonfinite, ("skip", "stop"))
+  _require(
+    t.batch_size % t.microbatches == 0,
+    f"config.train.batch_size={t.batch_size} is not divisible by train.microbatches={t.microbatches}",
+  )
+
+  _one_of(config, "optimizer.name", o.name, ("adamw", "adafactor"))
+  _one_of(config, "optimizer.decay", o.decay, ("cosine", "linear", "rsqrt", "constant"))
+  _require(o.learning_rate > 0, f"config.optimizer.learning_rate={o.learning_rate}: expected > 0")
+  _require(o.warmup_steps >= 0, f"config.optimizer.warmup_steps={o.warmup_steps}: expected >= 0")
+  _require(
+    0.0 <= o.end_factor <= 1.0, f"config.optimizer.end_factor={o.end_factor}: expected [0, 1]"
+  )
+
+  mesh_sizes = {axis: config.mesh[axis] for axis in ("data", "fsdp", "tensor")}
+  for axis, size in mesh_sizes.items():
+    _require(
+      isinstance(size, int) and (size == -1 or size >= 1),
+      f"config.mesh.{axis}={size!r}: expected a positive int or -1 (fill)",
+    )
+  _require(
+    sum(1 for s in mesh_sizes.values() if s == -1) <= 1,
+    f"config.mesh={mesh_sizes}: at most one axis may be -1",
+  )
+  if m.head_dim == 0 and config.mesh.tensor > 1:
+    _require(
+      m.num_heads % config.mesh.tensor == 0,
+      f"config.mesh.tensor={config.mesh.tensor} does not divide model.num_heads={m.num_heads}",
+    )
+  if num_devices is not None:
+    sizes = resolve_mesh_shape(config, num_devices)
+    data_parallel = sizes["data"] * sizes["fsdp"]
+    per_step = t.batch_size // t.microbatches
+    _require(
+      per_step % data_parallel == 0,
+      f"config.train.batch_size={t.batch_size} (per microbatch {per_step}) is not divisible "
+      f"by the {data_parallel} data-parallel devices (mesh data={sizes['data']} x fsdp={sizes['fsdp']})",
+    )
+
+
+def resolve_mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]:
+  """Mesh axis sizes with -1 filled in; ConfigError if they do not multiply to num_devices."""
+  sizes = {axis: int(config.mesh[axis]) for axis in ("data", "fsdp", "tensor")}
+  known = 1
+  for size in sizes.values():
+    if size != -1:
+      known *= size
+  fill = [axis for axis, size in sizes.items() if size == -1]
+  if fill:
+    _require(
+      num_devices % known == 0,
+      f"config.mesh={sizes}: the fixed axes ({known} devices) do not divide the {num_devices} devices",
+    )
+    sizes[fill[0]] = num_devices // known
+  product = sizes["data"] * sizes["fsdp"] * sizes["tensor"]
+  _require(
+    product == num_devices,
+    f"config.mesh={sizes}: data x fsdp x tensor = {product}, but there are {num_devices} devices",
+  )
+  return sizes
+
+
+def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
+  """The frozen ModelConfig for `config.model`."""
+  return ModelConfig(**config.model.to_dict())
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+  """Rebuilds a config saved with `to_json` (tuples restored where the base has tuples)."""
+  saved = json.loads(text)
+  config = base_config()
+
+  def fill(node, values, prefix):
+    for key, value in values.items():
+      if key not in node:
+        continue  # a key from an older version: ignore rather than fail to load a checkpoint
+      if isinstance(node[key], ml_collections.ConfigDict) and isinstance(value, dict):
+        fill(node[key], value, prefix + key + ".")
+        continue
+      if isinstance(node[key], tuple) and isinstance(value, list):
+        value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+      with node.unlocked():
+        node[key] = value
+
+  fill(config, saved, "")
+  return config

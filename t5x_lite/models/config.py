@@ -1,0 +1,41 @@
+"""ModelConfig: the frozen dataclass every model module receives (one place for model fields).
+
+`config.model` in a config file is built from these defaults, so the set of valid keys, their
+types and their documentation live here, next to the model code that reads them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Hyper-parameters of one model; families read the fields that concern them."""
+
+  family: str = "decoder"  # 'decoder' (GPT) | 'encoder' (BERT) | 'encoder_decoder' (T5)
+  vocab_size: int = 1024  # embedding rows; >= the vocabulary's size (may be padded, e.g. 32128)
+  d_model: int = 64  # width of the residual stream
+  num_heads: int = 4  # attention heads
+  head_dim: int = 0  # per-head width; 0 = d_model // num_heads
+  num_layers: int = 2  # layers of the decoder (GPT), encoder (BERT) or encoder (T5)
+  num_decoder_layers: int = 0  # T5 decoder layers; 0 = num_layers
+  d_ff: int = 256  # MLP hidden width
+  max_length: int = 256  # learned position embeddings (0 when positions are relative)
+  position: str = "learned"  # 'learned' | 'relative' (T5 buckets) | 'rope'
+  relative_buckets: int = 32  # T5 relative attention buckets
+  relative_max_distance: int = 128  # T5 relative attention max distance
+  activation: str = "gelu"  # 'gelu' (GPT-2/BERT, tanh approx for GPT-2) | 'relu' | 'gated-gelu'
+  norm: str = "layernorm"  # 'layernorm' | 'rmsnorm' (T5: no mean, no bias)
+  norm_position: str = "pre"  # 'pre' (GPT-2, T5) | 'post' (BERT)
+  layer_norm_epsilon: float = 1e-5  # epsilon of every norm
+  use_bias: bool = True  # biases in dense layers (GPT-2/BERT yes, T5 no)
+  tie_embeddings: bool = True  # output logits = h·Wₑᵀ
+  type_vocab_size: int = 2  # BERT token type (segment A/B) embeddings
+  nsp: bool = True  # BERT: next-sentence-prediction head and loss
+  dropout_rate: float = 0.0  # dropout on embeddings, attention output and MLP output
+  dtype: str = "float32"  # compute dtype: 'float32' | 'bfloat16' (params stay float32)
+  scan_layers: bool = True  # run the stack under nn.scan (fast compiles for deep models)
+  remat: str = "none"  # 'none' | 'minimal' (save matmul outputs) | 'full'
+  z_loss: float = 0.0  # auxiliary z·logsumexp² per target token (T5 uses 1e-4)
+  label_smoothing: float = 0.0  # label smoothing of the cross-entropy
