@@ -61,6 +61,8 @@ def base_config() -> ml_collections.ConfigDict:
   data.vocab_path = ""  # an existing SentencePiece .model; '' = train and cache in workdir
   data.seed = 0  # shuffling and preprocessing randomness
   data.num_workers = 0  # grain worker processes (0 = in the main process)
+  data.num_shards = 0  # logical data shards (0 = the process count at the first start); a resume
+  # reads the count saved in the checkpoint, so the stream survives a change of host count
   data.shuffle_buffer = 0  # unused by random-access shuffling; kept for sources that stream
 
   config.train = train = ml_collections.ConfigDict()
@@ -454,6 +456,13 @@ def to_json(config: ml_collections.ConfigDict) -> str:
   return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
 
 
+def _tuplify(value: Any) -> Any:
+  """JSON lists back to the tuples a config holds (nested, e.g. mesh.rules)."""
+  if isinstance(value, list):
+    return tuple(_tuplify(v) for v in value)
+  return value
+
+
 def from_json(text: str) -> ml_collections.ConfigDict:
   """Rebuilds a config saved with `to_json` (tuples restored where the base has tuples)."""
   saved = json.loads(text)
@@ -467,7 +476,7 @@ def from_json(text: str) -> ml_collections.ConfigDict:
         fill(node[key], value, prefix + key + ".")
         continue
       if isinstance(node[key], tuple) and isinstance(value, list):
-        value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        value = _tuplify(value)
       with node.unlocked():
         node[key] = value
 

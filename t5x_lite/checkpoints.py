@@ -1,0 +1,249 @@
+"""Checkpoints: one Orbax CheckpointManager in `workdir/checkpoints`.
+
+A step directory holds three items:
+  state   the TrainState (Orbax StandardSave: sharded arrays, written asynchronously)
+  data    the data iterators' states, one JSON file per logical data shard
+  config  the resolved config (JSON), so `eval`/`generate` rebuild the exact model
+
+Orbax writes each step to a temporary directory and renames it when complete, so a crash
+(even `kill -9` during an async save) leaves the last complete step intact; the half-written
+one is ignored and cleaned up at the next start. Restore builds the target shardings from the
+*current* mesh, so a checkpoint saved on 8 devices restores on 4 or on 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from etils import epath
+
+from t5x_lite import config as config_lib
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint is missing, incomplete or unreadable."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The data-iterator states: each process writes the logical shards it reads.
+
+
+class DataStateHandler(ocp.CheckpointHandler):
+  """Saves {shard_index: iterator_state} as `shard_{k}-of-{n}.json`, one file per logical shard.
+
+  Logical shards, not processes, own the files: a run saved by 2 processes (2 shards) can
+  resume on 1 process that reads both shards, and gets the same global batches.
+  """
+
+  def save(self, directory: epath.Path, args: DataStateSave) -> None:
+    directory = epath.Path(directory)
+    for shard, state in args.states.items():
+      name = f"shard_{int(shard)}-of-{int(args.num_shards)}.json"
+      (directory / name).write_text(json.dumps(state))
+
+  def restore(self, directory: epath.Path, args: DataStateRestore) -> dict[int, Any]:
+    directory = epath.Path(directory)
+    states = {}
+    for shard in args.shards:
+      path = directory / f"shard_{int(shard)}-of-{int(args.num_shards)}.json"
+      if not path.exists():
+        found = sorted(p.name for p in directory.glob("shard_*.json"))
+        raise CheckpointError(
+          f"data state {path} is missing (found: {found or 'none'}); the "
+          f"checkpoint was written with another number of data shards?"
+        )
+      states[shard] = json.loads(path.read_text())
+    return states
+
+  def metadata(self, directory: epath.Path) -> Any:
+    return None
+
+  def finalize(self, directory: epath.Path) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_save=True)
+@dataclasses.dataclass
+class DataStateSave(ocp.args.CheckpointArgs):
+  states: dict[int, Any]
+  num_shards: int
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_restore=True)
+@dataclasses.dataclass
+class DataStateRestore(ocp.args.CheckpointArgs):
+  shards: tuple[int, ...]
+  num_shards: int
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def checkpoint_dir(path: str) -> str:
+  """`path` may be a workdir (holding checkpoints/) or the checkpoints directory itself."""
+  candidate = os.path.join(path, "checkpoints")
+  if epath.Path(candidate).exists():
+    return candidate
+  return path
+
+
+class Checkpointer:
+  """Keep-N async checkpoints of (train state, data state, config) for one run."""
+
+  def __init__(
+    self,
+    directory: str,
+    *,
+    keep: int = 3,
+    keep_every: int = 0,
+    async_save: bool = True,
+    read_only: bool = False,
+  ):
+    self.directory = directory
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep if keep > 0 else None,
+      keep_period=keep_every or None,
+      enable_async_checkpointing=async_save,
+      create=not read_only,
+      read_only=read_only,
+      cleanup_tmp_directories=not read_only,
+    )
+    try:
+      self.manager = ocp.CheckpointManager(
+        directory,
+        options=options,
+        item_names=("state", "data", "config"),
+        item_handlers={
+          "state": ocp.StandardCheckpointHandler(),
+          "data": DataStateHandler(),
+          "config": ocp.JsonCheckpointHandler(),
+        },
+      )
+    except (OSError, PermissionError) as e:
+      raise CheckpointError(f"cannot use checkpoint directory {directory}: {e}") from e
+
+  # -- queries ------------------------------------------------------------------------------
+
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def _check_step(self, step: int | None) -> int:
+    steps = self.all_steps()
+    if step is None:
+      if not steps:
+        raise CheckpointError(f"no complete checkpoint in {self.directory}")
+      return steps[-1]
+    if step not in steps:
+      raise CheckpointError(
+        f"checkpoint step {step} does not exist in {self.directory} "
+        f"(available steps: {steps or 'none'})"
+      )
+    return step
+
+  # -- save / restore -----------------------------------------------------------------------
+
+  def save(
+    self,
+    step: int,
+    state: Any,
+    data_states: dict[int, Any],
+    num_shards: int,
+    config: ml_collections.ConfigDict,
+    *,
+    force: bool = False,
+  ) -> bool:
+    """Starts saving `step` (async). Returns whether a save was started."""
+    args = ocp.args.Composite(
+      state=ocp.args.StandardSave(state),
+      data=DataStateSave(states=data_states, num_shards=num_shards),
+      config=ocp.args.JsonSave(json.loads(config_lib.to_json(config))),
+    )
+    return self.manager.save(step, args=args, force=force)
+
+  def restore(
+    self,
+    abstract_state: Any,
+    *,
+    step: int | None = None,
+    data_shards: tuple[int, ...] = (),
+    num_shards: int = 1,
+  ) -> tuple[Any, dict[int, Any]]:
+    """Restores the train state (sharded like `abstract_state`) and the data states."""
+    step = self._check_step(step)
+    args = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_shards:
+      args["data"] = DataStateRestore(shards=tuple(data_shards), num_shards=num_shards)
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(**args))
+    except CheckpointError:
+      raise
+    except Exception as e:  # noqa: BLE001 - any Orbax/TensorStore failure: say which checkpoint
+      raise CheckpointError(
+        f"checkpoint step {step} in {self.directory} could not be restored: {type(e).__name__}: {e}"
+      ) from e
+    return restored["state"], (restored["data"] if data_shards else {})
+
+  def restore_config(self, step: int | None = None) -> ml_collections.ConfigDict:
+    step = self._check_step(step)
+    try:
+      saved = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    except Exception as e:  # noqa: BLE001
+      raise CheckpointError(
+        f"config of checkpoint step {step} in {self.directory} is unreadable: {e}"
+      ) from e
+    return config_lib.from_json(json.dumps(saved["config"]))
+
+  def restore_params(self, abstract_params: Any, step: int | None = None) -> Any:
+    """Only the params of a step (fine-tuning, eval, generate)."""
+    step = self._check_step(step)
+    path = os.path.join(self.directory, str(step), "state")
+    checkpointer = ocp.StandardCheckpointer()
+    try:
+      metadata = checkpointer.metadata(path)
+      tree = metadata.item_metadata.tree if hasattr(metadata, "item_metadata") else metadata.tree
+      target = jax.tree.map(lambda x: x, tree)
+      target["params"] = abstract_params
+      for key in list(target):
+        if key != "params":
+          target[key] = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), target[key])
+      restored = checkpointer.restore(path, target)
+    except Exception as e:  # noqa: BLE001
+      raise CheckpointError(
+        f"params of checkpoint step {step} in {self.directory} could not be "
+        f"restored: {type(e).__name__}: {e}"
+      ) from e
+    return restored["params"]
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def open_existing(path: str) -> Checkpointer:
+  """A read-only Checkpointer of an existing run; clear error if there is none."""
+  directory = checkpoint_dir(path)
+  if not epath.Path(directory).exists():
+    raise CheckpointError(
+      f"no checkpoints at {path} (expected a workdir with checkpoints/ or a checkpoint directory)"
+    )
+  checkpointer = Checkpointer(directory, read_only=True, async_save=False)
+  if not checkpointer.all_steps():
+    raise CheckpointError(f"no complete checkpoint in {directory}")
+  logging.info("checkpoints in %s: steps %s", directory, checkpointer.all_steps())
+  return checkpointer

@@ -1,0 +1,303 @@
+"""`t5x-lite`: thin subcommands that parse arguments and call library functions.
+
+  t5x-lite train [--config configs/gpt.py:tiny] [--workdir runs/gpt_tiny] [--config.train.steps=20]
+  t5x-lite eval --workdir W [--step N]
+  t5x-lite generate --workdir W --prompt "..." [--max-new-tokens 64 --temperature 0 --top-k 0 --seed 0]
+  t5x-lite tasks list | t5x-lite tasks show NAME [-n 3]
+  t5x-lite tokenizer train --input 'corpus/*.txt' --vocab-size 32000 --extra-ids 100 --out spm
+  t5x-lite convert --from hf --model path/to/hf_dir --out runs/init
+  t5x-lite launch ...   (Cloud TPU VM; see docs/tpu.md)
+
+Errors the user can fix (bad config, missing checkpoint, bad input file) print one line and
+exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+
+class UsageError(ValueError):
+  """A command-line argument is missing or wrong."""
+
+
+def _setup_logging(verbose: bool = False) -> None:
+  logging.basicConfig(
+    level=logging.DEBUG if verbose else logging.INFO,
+    format="%(asctime)s %(levelname).1s %(message)s",
+    datefmt="%H:%M:%S",
+    stream=sys.stderr,
+  )
+  for noisy in ("absl", "orbax", "jax._src", "etils", "grain"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+  """Exception types that mean "the input is wrong": reported in one line, exit 2."""
+  from t5x_lite import checkpoints, config  # noqa: PLC0415
+  from t5x_lite.training import loop  # noqa: PLC0415
+
+  errors = [
+    UsageError,
+    config.ConfigError,
+    checkpoints.CheckpointError,
+    loop.TrainingError,
+    FileNotFoundError,
+  ]
+  try:
+    from t5x_lite.data import registry  # noqa: PLC0415
+
+    errors += [
+      getattr(registry, name) for name in ("RegistryError", "DataError") if hasattr(registry, name)
+    ]
+  except ImportError:
+    pass
+  return tuple(errors)
+
+
+def _default_workdir(config_spec: str) -> str:
+  path, _, variant = config_spec.partition(":")
+  name = os.path.splitext(os.path.basename(path))[0]
+  return os.path.join("runs", f"{name}_{variant}" if variant else name)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_train(args, overrides: Sequence[str]) -> int:
+  from t5x_lite import config as config_lib  # noqa: PLC0415
+  from t5x_lite import partitioning
+
+  partitioning.maybe_initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+  config = config_lib.get_config(args.config, config_lib.parse_overrides(overrides))
+  workdir = args.workdir or _default_workdir(args.config)
+  from t5x_lite.training import loop  # noqa: PLC0415
+
+  logging.info("workdir: %s", os.path.abspath(workdir))
+  result = loop.train_and_evaluate(config, workdir)
+  if result.get("preempted"):
+    print(
+      f"preempted at step {result['step']}: checkpoint saved in {workdir}; rerun the same "
+      "command to resume",
+      flush=True,
+    )
+  else:
+    print(
+      f"done: step {result['step']}, eval loss {result['eval'].get('loss', float('nan')):.4f}; "
+      f"outputs in {workdir}",
+      flush=True,
+    )
+  return 0
+
+
+def cmd_eval(args, overrides: Sequence[str]) -> int:
+  from t5x_lite import evaluation  # noqa: PLC0415
+
+  results = evaluation.evaluate_checkpoint(
+    args.workdir, step=args.step, task=args.task, num_batches=args.num_batches
+  )
+  print(json.dumps(results, indent=2, sort_keys=True))
+  return 0
+
+
+def cmd_generate(args, overrides: Sequence[str]) -> int:
+  from t5x_lite import decoding  # noqa: PLC0415
+
+  prompts = list(args.prompt or [])
+  if args.prompt_file:
+    if not os.path.exists(args.prompt_file):
+      raise FileNotFoundError(f"--prompt-file {args.prompt_file} does not exist")
+    with open(args.prompt_file, encoding="utf-8") as f:
+      prompts += [line.rstrip("\n") for line in f if line.strip()]
+  if not prompts:
+    raise UsageError("no prompt: give --prompt TEXT (repeatable) or --prompt-file FILE")
+  if any(not p.strip() for p in prompts):
+    raise UsageError("a prompt is empty: every --prompt needs some text")
+  outputs = decoding.generate_from_workdir(
+    args.workdir,
+    prompts,
+    step=args.step,
+    max_new_tokens=args.max_new_tokens,
+    temperature=args.temperature,
+    top_k=args.top_k,
+    top_p=args.top_p,
+    seed=args.seed,
+  )
+  out = open(args.output, "w", encoding="utf-8") if args.output else None
+  for prompt, text in zip(prompts, outputs):
+    if out:
+      out.write(json.dumps({"prompt": prompt, "output": text}) + "\n")
+    else:
+      print(f"{prompt}{text}")
+  if out:
+    out.close()
+    print(f"wrote {len(prompts)} generations to {args.output}")
+  return 0
+
+
+def cmd_tasks(args, overrides: Sequence[str]) -> int:
+  from t5x_lite.data import show  # noqa: PLC0415
+
+  modules = tuple(args.task_module or ())
+  if args.tasks_command == "list":
+    print(show.list_tasks(task_modules=modules))
+  else:
+    from t5x_lite import config as config_lib  # noqa: PLC0415
+
+    config = config_lib.get_config(args.config, config_lib.parse_overrides(overrides))
+    print(
+      show.show_task(
+        args.name,
+        config=config,
+        num_examples=args.n,
+        task_modules=modules,
+        workdir=args.workdir or _default_workdir(args.config),
+      )
+    )
+  return 0
+
+
+def cmd_tokenizer(args, overrides: Sequence[str]) -> int:
+  from t5x_lite.data import vocabularies  # noqa: PLC0415
+
+  path = vocabularies.train_sentencepiece_from_files(
+    args.input,
+    args.out,
+    vocab_size=args.vocab_size,
+    extra_ids=args.extra_ids,
+    model_type=args.model_type,
+  )
+  print(f"wrote {path}")
+  return 0
+
+
+def cmd_convert(args, overrides: Sequence[str]) -> int:
+  from t5x_lite.convert import hf  # noqa: PLC0415
+
+  if args.source != "hf":
+    raise UsageError(f"--from {args.source}: only 'hf' is supported")
+  if args.to_hf:
+    path = hf.export_checkpoint(args.model, args.out)
+  else:
+    path = hf.convert_to_checkpoint(args.model, args.out)
+  print(f"wrote {path}")
+  return 0
+
+
+def cmd_launch(args, overrides: Sequence[str]) -> int:
+  from t5x_lite import launch  # noqa: PLC0415
+
+  return launch.main(list(args.launch_args))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+  from t5x_lite.config import DEFAULT_CONFIG  # noqa: PLC0415
+
+  parser = argparse.ArgumentParser(
+    prog="t5x-lite",
+    description=__doc__.split("\n\n")[0],
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+  sub = parser.add_subparsers(dest="command", required=True)
+
+  train = sub.add_parser("train", help="pre-train or fine-tune (resumes from the workdir)")
+  train.add_argument("--config", default=DEFAULT_CONFIG, help="config file[:variant]")
+  train.add_argument(
+    "--workdir", default="", help="outputs and checkpoints (default runs/<config>)"
+  )
+  train.add_argument("--coordinator", default=None, help="jax.distributed coordinator host:port")
+  train.add_argument("--num-processes", type=int, default=None)
+  train.add_argument("--process-id", type=int, default=None)
+  train.set_defaults(func=cmd_train)
+
+  ev = sub.add_parser("eval", help="evaluate a checkpoint on a task's eval split")
+  ev.add_argument("--workdir", required=True)
+  ev.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+  ev.add_argument("--task", default=None, help="task to evaluate (default: the run's task)")
+  ev.add_argument("--num-batches", type=int, default=None)
+  ev.set_defaults(func=cmd_eval)
+
+  gen = sub.add_parser("generate", help="continue prompts with a trained decoder / encoder-decoder")
+  gen.add_argument("--workdir", required=True)
+  gen.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+  gen.add_argument("--prompt-file", default=None, help="one prompt per line")
+  gen.add_argument("--output", default=None, help="write JSONL here instead of printing")
+  gen.add_argument("--step", type=int, default=None)
+  gen.add_argument("--max-new-tokens", type=int, default=64)
+  gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+  gen.add_argument("--top-k", type=int, default=0)
+  gen.add_argument("--top-p", type=float, default=1.0)
+  gen.add_argument("--seed", type=int, default=0)
+  gen.set_defaults(func=cmd_generate)
+
+  tasks = sub.add_parser("tasks", help="list registered tasks or show what one feeds the model")
+  tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True)
+  tasks_list = tasks_sub.add_parser("list")
+  tasks_list.add_argument("--task-module", action="append", help="registry module or .py file")
+  tasks_show = tasks_sub.add_parser("show")
+  tasks_show.add_argument("name")
+  tasks_show.add_argument("-n", type=int, default=3, help="examples to show")
+  tasks_show.add_argument("--config", default=DEFAULT_CONFIG)
+  tasks_show.add_argument("--workdir", default="", help="where the vocabulary is cached")
+  tasks_show.add_argument("--task-module", action="append", help="registry module or .py file")
+  for p in (tasks_list, tasks_show):
+    p.set_defaults(func=cmd_tasks)
+
+  tok = sub.add_parser("tokenizer", help="train a SentencePiece vocabulary")
+  tok_sub = tok.add_subparsers(dest="tokenizer_command", required=True)
+  tok_train = tok_sub.add_parser("train")
+  tok_train.add_argument("--input", required=True, help="text files (glob)")
+  tok_train.add_argument("--out", required=True, help="output prefix (writes PREFIX.model)")
+  tok_train.add_argument("--vocab-size", type=int, default=32000, help="total, extra ids included")
+  tok_train.add_argument("--extra-ids", type=int, default=100)
+  tok_train.add_argument("--model-type", default="unigram", choices=("unigram", "bpe"))
+  tok_train.set_defaults(func=cmd_tokenizer)
+
+  conv = sub.add_parser("convert", help="import a Hugging Face checkpoint (safetensors)")
+  conv.add_argument("--from", dest="source", default="hf")
+  conv.add_argument(
+    "--model", required=True, help="HF model directory (config.json + *.safetensors)"
+  )
+  conv.add_argument("--out", required=True)
+  conv.add_argument("--to-hf", action="store_true", help="export a t5x_lite run to HF instead")
+  conv.set_defaults(func=cmd_convert)
+
+  launch = sub.add_parser(
+    "launch", help="create a Cloud TPU VM and train on it (docs/tpu.md)", add_help=False
+  )
+  launch.add_argument("launch_args", nargs=argparse.REMAINDER)
+  launch.set_defaults(func=cmd_launch)
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  parser = build_parser()
+  args, rest = parser.parse_known_args(argv)
+  overrides = [a for a in rest]
+  if args.command not in ("train", "tasks", "launch") and overrides:
+    parser.error(f"unrecognized arguments: {' '.join(overrides)}")
+  _setup_logging(args.verbose)
+  try:
+    return args.func(args, overrides)
+  except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    return 130
+  except Exception as e:  # noqa: BLE001
+    if isinstance(e, _user_errors()):
+      print(f"t5x-lite {args.command}: error: {e}", file=sys.stderr)
+      return 2
+    raise
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,81 @@
+"""Optimizers and learning-rate schedules from optax, configured by `config.optimizer`.
+
+Schedule: linear warmup from 0 to the peak over `warmup_steps`, then one of
+  cosine    peak -> peak·end_factor along a half cosine over `decay_steps`
+  linear    peak -> peak·end_factor linearly over `decay_steps`
+  rsqrt     peak·sqrt(warmup / step) (T5's inverse square root), floored at peak·end_factor
+  constant  peak
+`decay_steps = 0` means "until the end of training" (train.steps − warmup_steps).
+"""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """The schedule of `config.optimizer` for a run of `config.train.steps` steps."""
+  opt = config.optimizer
+  peak = float(opt.learning_rate)
+  warmup = int(opt.warmup_steps)
+  decay_steps = int(opt.decay_steps) or max(1, int(config.train.steps) - warmup)
+  end = peak * float(opt.end_factor)
+
+  if opt.decay == "cosine":
+    decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=float(opt.end_factor))
+  elif opt.decay == "linear":
+    decay = optax.linear_schedule(peak, end, decay_steps)
+  elif opt.decay == "constant":
+    decay = optax.constant_schedule(peak)
+  elif opt.decay == "rsqrt":
+    offset = max(warmup, 1)
+
+    def decay(count):
+      return jnp.maximum(peak * jnp.sqrt(offset / jnp.maximum(count + offset, 1.0)), end)
+  else:
+    raise ValueError(f"config.optimizer.decay={opt.decay!r}")
+
+  if warmup == 0:
+    return decay
+  warmup_schedule = optax.linear_schedule(0.0, peak, warmup)
+  return optax.join_schedules([warmup_schedule, decay], boundaries=[warmup])
+
+
+def decay_mask(params) -> object:
+  """True for parameters that get weight decay: matrices, not biases, norm scales or 1-D vectors.
+
+  Stacked (scanned) layers add a leading axis, so the rule looks at names as well as rank.
+  """
+
+  def wants_decay(path, leaf) -> bool:
+    names = "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path).lower()
+    if re.search(r"(bias|norm|ln_|layernorm|scale)", names):
+      return False
+    return leaf.ndim >= 2
+
+  return jax.tree_util.tree_map_with_path(wants_decay, params)
+
+
+def make_optimizer(
+  config: ml_collections.ConfigDict,
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """The optax transformation of `config.optimizer` (with clipping) and its schedule."""
+  opt = config.optimizer
+  schedule = learning_rate_schedule(config)
+  if opt.name == "adamw":
+    core = optax.adamw(
+      schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay, mask=decay_mask
+    )
+  elif opt.name == "adafactor":
+    core = optax.adafactor(
+      schedule, weight_decay_rate=opt.weight_decay or None, weight_decay_mask=decay_mask
+    )
+  else:
+    raise ValueError(f"config.optimizer.name={opt.name!r}")
+  chain = [optax.clip_by_global_norm(opt.grad_clip)] if opt.grad_clip > 0 else []
+  return optax.chain(*chain, core), schedule

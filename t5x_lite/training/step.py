@@ -1,0 +1,152 @@
+"""Pure train and eval steps: functions of pytrees, jitted once by the loop.
+
+Metrics travel as {name: (numerator, denominator)} sums so that microbatches and devices
+combine exactly; `finalize_metrics` turns them into ratios on the host.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from t5x_lite import partitioning
+from t5x_lite.training.state import TrainState
+
+Metrics = dict[str, tuple[jax.Array, jax.Array]]
+
+
+def _split_microbatches(batch: dict[str, jax.Array], k: int) -> dict[str, jax.Array]:
+  """[batch, ...] -> [k, batch // k, ...], microbatch i = rows i, i + k, i + 2k, ...
+
+  Interleaving (rather than contiguous blocks) keeps every microbatch spread over all the
+  data-parallel devices, each of which holds a contiguous block of rows.
+  """
+
+  def split(x):
+    rows = x.shape[0] // k
+    return x.reshape((rows, k) + x.shape[1:]).swapaxes(0, 1)
+
+  return jax.tree.map(split, batch)
+
+
+def _add_metrics(a: Metrics, b: Metrics) -> Metrics:
+  return {name: (a[name][0] + b[name][0], a[name][1] + b[name][1]) for name in a}
+
+
+def compute_gradients(model, params, batch, rng, microbatches: int, rules) -> tuple[Any, Metrics]:
+  """Gradients of the mean loss over all target tokens of `batch`, and summed metrics.
+
+  With k microbatches, each microbatch's gradient is weighted by its share of the target
+  tokens (metrics['loss'][1]), so the result equals the one-big-batch gradient; a lax.scan
+  keeps one microbatch's activations in memory at a time.
+  """
+
+  def loss_fn(p, mb, mb_rng):
+    loss, metrics = model.loss(p, mb, mb_rng, deterministic=False)
+    return loss, metrics
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if microbatches == 1:
+    (_, metrics), grads = grad_fn(params, batch, rng)
+    return grads, metrics
+
+  split = _split_microbatches(batch, microbatches)
+  batch_sharding_names = ("batch", "length")
+
+  def constrain(x):
+    names = batch_sharding_names[: x.ndim] + (None,) * max(0, x.ndim - 2)
+    return nn.with_logical_constraint(x, names)
+
+  first = jax.tree.map(lambda x: constrain(x[0]), split)
+  abstract_grads = jax.eval_shape(lambda: grad_fn(params, first, rng))
+  (_, abstract_metrics), _ = abstract_grads
+
+  def body(carry, inputs):
+    grad_sum, metric_sum = carry
+    mb, index = inputs
+    mb = jax.tree.map(constrain, mb)
+    (_, metrics), grads = grad_fn(params, mb, jax.random.fold_in(rng, index))
+    weight = metrics["loss"][1]
+    grad_sum = jax.tree.map(lambda g, s: s + g * weight, grads, grad_sum)
+    return (grad_sum, _add_metrics(metric_sum, metrics)), None
+
+  zero_grads = jax.tree.map(jnp.zeros_like, params)
+  zero_metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract_metrics)
+  (grad_sum, metrics), _ = jax.lax.scan(
+    body, (zero_grads, zero_metrics), (split, jnp.arange(microbatches))
+  )
+  total_weight = jnp.maximum(metrics["loss"][1], 1e-9)
+  grads = jax.tree.map(lambda g: g / total_weight, grad_sum)
+  return grads, metrics
+
+
+def train_step(
+  state: TrainState,
+  batch: dict[str, jax.Array],
+  rng: jax.Array,
+  *,
+  model,
+  optimizer: optax.GradientTransformation,
+  schedule,
+  microbatches: int = 1,
+  rules: partitioning.Rules = (),
+) -> tuple[TrainState, dict[str, Any]]:
+  """One optimizer step. A non-finite loss or gradient leaves the state unchanged
+  (`skipped_steps` counts it; the loop decides whether to go on or stop)."""
+  with nn.logical_axis_rules(rules):
+    step_rng = jax.random.fold_in(rng, state.step)
+    grads, metrics = compute_gradients(model, state.params, batch, step_rng, microbatches, rules)
+    grad_norm = optax.global_norm(grads)
+    loss_sum, weight = metrics["loss"]
+    finite = jnp.isfinite(loss_sum) & jnp.isfinite(grad_norm)
+    updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+
+    def choose(new, old):
+      return jnp.where(finite, new, old)
+
+    new_state = state.replace(
+      step=state.step + 1,
+      params=jax.tree.map(choose, new_params, state.params),
+      opt_state=jax.tree.map(choose, new_opt_state, state.opt_state),
+      skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32),
+    )
+    metrics = dict(metrics)
+    metrics["grad_norm"] = (grad_norm, jnp.ones((), jnp.float32))
+    metrics["learning_rate"] = (
+      jnp.asarray(schedule(state.step), jnp.float32),
+      jnp.ones((), jnp.float32),
+    )
+    metrics["finite"] = (finite.astype(jnp.float32), jnp.ones((), jnp.float32))
+    metrics["target_tokens"] = (weight, jnp.ones((), jnp.float32))
+  return new_state, metrics
+
+
+def eval_step(
+  params: Any, batch: dict[str, jax.Array], *, model, rules: partitioning.Rules = ()
+) -> Metrics:
+  """Summed metrics of one held-out batch (no dropout)."""
+  with nn.logical_axis_rules(rules):
+    _, metrics = model.loss(params, batch, None, deterministic=True)
+  return metrics
+
+
+def finalize_metrics(metrics: dict[str, tuple[Any, Any]]) -> dict[str, float]:
+  """{name: (numerator, denominator)} -> {name: numerator / denominator} as Python floats."""
+  out = {}
+  for name, (numerator, denominator) in jax.device_get(metrics).items():
+    denominator = float(denominator)
+    out[name] = float(numerator) / denominator if denominator else float("nan")
+  return out
+
+
+def accumulate(total: dict | None, metrics: dict) -> dict:
+  """Sums (numerator, denominator) metrics on the host across eval batches."""
+  metrics = jax.device_get(metrics)
+  if total is None:
+    return {k: (float(n), float(d)) for k, (n, d) in metrics.items()}
+  return {k: (total[k][0] + float(n), total[k][1] + float(d)) for k, (n, d) in metrics.items()}
