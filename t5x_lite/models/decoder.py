@@ -1,0 +1,175 @@
+"""GPT-style decoder-only language model (GPT-2 architecture by default).
+
+Token + learned position embeddings (or RoPE / T5 relative bias), pre-LN blocks with causal,
+segment-aware self-attention, final LayerNorm, logits = h·Eᵀ with the token embedding E (tied).
+
+Decoding with a KV cache (flax 'cache' collection):
+
+  model = build_model(config.model)
+  cache = model.init_cache(batch_size, max_length)     # init with decode=True on [batch, max]
+  logits, cache = model.decode_step(params, cache, tokens, positions)
+      tokens, positions [batch, n] int32: the next n tokens (n = 1 per step, or a whole prompt
+      at once) and their positions (0, 1, ...); logits [batch, n, vocab] float32.
+
+Each call appends n keys/values per layer at the cache index; a token attends to every cached
+position up to its own. Positions feed the learned position embedding / RoPE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from t5x_lite.models import base, layers
+from t5x_lite.models.config import ModelConfig
+from t5x_lite.models.transformer import Stack
+
+Array = jax.Array
+
+
+class DecoderLM(nn.Module):
+  """Decoder-only transformer: tokens [batch, length] -> float32 logits [batch, length, vocab]."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(
+    self,
+    decoder_input_tokens: Array,
+    decoder_segment_ids: Array | None = None,
+    decoder_positions: Array | None = None,
+    *,
+    deterministic: bool = True,
+    decode: bool = False,
+  ) -> Array:
+    config = self.config
+    dtype = layers.compute_dtype(config)
+    inits = layers.family_inits(config)
+    tokens = decoder_input_tokens
+    if decoder_segment_ids is None:
+      decoder_segment_ids = jnp.ones_like(tokens)
+    if decoder_positions is None:  # decoding steps always pass positions
+      decoder_positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+
+    embed = layers.Embed(
+      config.vocab_size, config.d_model, dtype=dtype, embedding_init=inits["embed"],
+      name="token_embedder",
+    )  # fmt: skip
+    x = embed(tokens)  # [batch, length, embed]
+    if config.position == "learned":
+      x = x + layers.Embed(
+        config.max_length, config.d_model, dtype=dtype, embedding_init=layers.normal(0.01),
+        axes=("length", "embed"), name="position_embedder",
+      )(decoder_positions)  # fmt: skip
+    x = layers.dropout(config, x, deterministic)
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+    x = Stack(config, config.num_layers, causal=True, name="decoder")(
+      x, decoder_segment_ids, decoder_positions, deterministic=deterministic, decode=decode
+    )
+    if config.tie_embeddings:
+      logits = embed.attend(x)
+    else:
+      logits = layers.DenseGeneral(
+        (config.vocab_size,), ("vocab",), use_bias=False, dtype=dtype,
+        kernel_init=inits["head"], name="logits_dense",
+      )(x).astype(jnp.float32)  # fmt: skip
+    return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+
+
+class DecoderModel(base.BaseModel):
+  """Causal LM on packed documents (`pydoc_causal_lm`)."""
+
+  features = (
+    "decoder_target_tokens",
+    "decoder_input_tokens",
+    "decoder_loss_weights",
+    "decoder_segment_ids",
+    "decoder_positions",
+  )
+
+  def make_module(self) -> nn.Module:
+    return DecoderLM(self.config)
+
+  def feature_converter(self, pack: bool = True) -> Any:
+    from t5x_lite.data.feature_converters import DecoderFeatureConverter
+
+    return DecoderFeatureConverter(pack=pack)
+
+  def feature_lengths(self, model_feature_lengths: Mapping[str, int]) -> dict[str, int]:
+    lengths = dict(model_feature_lengths)
+    length = lengths.get("decoder_target_tokens", lengths.get("targets"))
+    if length is None:
+      raise ValueError(
+        f"decoder model feature lengths {lengths}: expected a 'decoder_target_tokens' length"
+      )
+    return {name: length for name in self.features}
+
+  def default_lengths(self) -> dict[str, int]:
+    return {"decoder_target_tokens": 8}
+
+  def module_inputs(self, batch: Mapping[str, Array]) -> dict[str, Array]:
+    tokens = batch["decoder_input_tokens"]
+    # Unpacked batches: the target tokens mark padding (the input starts with 0 = BOS).
+    targets = batch.get("decoder_target_tokens", tokens)
+    return dict(
+      decoder_input_tokens=tokens,
+      decoder_segment_ids=base.segment_ids_or_default(batch, "decoder", targets),
+      decoder_positions=base.positions_or_default(batch, "decoder", tokens),
+    )
+
+  def loss(
+    self,
+    params: Any,
+    batch: Mapping[str, Array],
+    rng: Array | None = None,
+    deterministic: bool = False,
+  ) -> tuple[Array, base.Metrics]:
+    logits = self.apply_logits(params, batch, rng, deterministic or rng is None)
+    targets = batch["decoder_target_tokens"]
+    weights = batch.get("decoder_loss_weights")
+    if weights is None:
+      weights = (targets > 0).astype(jnp.float32)
+    return base.weighted_lm_loss(
+      logits, targets, weights, self.config.z_loss, self.config.label_smoothing
+    )
+
+  def score(self, params: Any, batch: Mapping[str, Array]) -> Array:
+    """[batch] sum over target tokens (loss weights) of log p(target | prefix)."""
+    logits = self.apply_logits(params, batch)
+    targets = batch["decoder_target_tokens"]
+    weights = batch.get("decoder_loss_weights", (targets > 0).astype(jnp.float32))
+    _, _, log_prob = base.cross_entropy_with_logits(logits, targets)
+    return jnp.sum(log_prob * weights, axis=-1)
+
+  # --- decoding -------------------------------------------------------------------------------
+
+  def init_cache(self, batch_size: int, max_length: int) -> Any:
+    """The zero KV cache for decoding up to `max_length` tokens (shapes only, no params)."""
+    tokens = jnp.zeros((batch_size, max_length), jnp.int32)
+
+    def make(tokens):
+      return self.module.init(jax.random.key(0), tokens, decode=True, deterministic=True)["cache"]
+
+    # eval_shape: building the cache must not initialize (allocate) parameters.
+    shapes = jax.eval_shape(make, tokens)
+    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+  def decode_step(
+    self, params: Any, cache: Any, tokens: Array, positions: Array
+  ) -> tuple[Array, Any]:
+    """Logits [batch, n, vocab] of n new tokens [batch, n] at `positions`, and the new cache."""
+    logits, variables = self.module.apply(
+      {"params": params, "cache": cache},
+      tokens,
+      None,
+      positions,
+      decode=True,
+      deterministic=True,
+      mutable=["cache"],
+    )
+    return logits, variables["cache"]

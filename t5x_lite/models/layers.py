@@ -1,0 +1,389 @@
+"""Shared transformer layers: every parameter carries logical axis names.
+
+Logical axes: batch, length, embed, mlp, heads, kv, vocab, layers (DESIGN.md "Sharding").
+Parameters are float32; `dtype` is the compute dtype. Every matmul takes operands in the compute
+dtype and accumulates in float32 (`preferred_element_type`): on CPUs and TPUs a bfloat16 matmul
+with float32 accumulation is both faster and more exact than one with a bfloat16 result.
+Softmax, norms and losses run in float32.
+
+Reference conventions the layers follow (so that HF weights load exactly):
+  - attention scale 1/sqrt(head_dim) (GPT-2, BERT) or none (T5: folded into the init);
+  - LayerNorm with mean and bias, or T5's RMSNorm (no mean subtraction, no bias);
+  - MLP activations 'gelu' (erf, BERT), 'gelu_new' (tanh approximation, GPT-2), 'relu'
+    (T5 v1.0), 'gated-gelu' (gelu_new(x·W0) * (x·W1), T5 v1.1).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from t5x_lite.models.config import ModelConfig
+
+Array = jax.Array
+Initializer = Any
+
+# Additive bias of a masked attention logit. Finite (unlike finfo.min) so that a fully masked
+# row (a padding query) gives a uniform softmax instead of NaN; exp(-1e10) is exactly 0 in f32.
+MASK_VALUE = -1e10
+
+
+def compute_dtype(config: ModelConfig) -> jnp.dtype:
+  return jnp.dtype(config.dtype)
+
+
+def head_dim(config: ModelConfig) -> int:
+  return config.head_dim or config.d_model // config.num_heads
+
+
+def param_with_axes(
+  module: nn.Module, name: str, init: Initializer, shape: Sequence[int], axes: Sequence[str]
+) -> Array:
+  """A float32 parameter boxed with logical axis names (nn.LogicallyPartitioned)."""
+  return module.param(name, nn.with_logical_partitioning(init, tuple(axes)), tuple(shape))
+
+
+def matmul(x: Array, kernel: Array, contract: int, dtype: jnp.dtype) -> Array:
+  """Contracts the last `contract` axes of x with the first of kernel; float32 accumulation."""
+  dims = (
+    (tuple(range(x.ndim - contract, x.ndim)), tuple(range(contract))),
+    ((), ()),
+  )
+  return lax.dot_general(
+    x.astype(dtype), kernel.astype(dtype), dims, preferred_element_type=jnp.float32
+  )
+
+
+def normal(stddev: float) -> Initializer:
+  return nn.initializers.normal(stddev=stddev)
+
+
+class DenseGeneral(nn.Module):
+  """y = x·W (+ b) contracting the last len(in_axes) axes of x; output in the compute dtype.
+
+  `in_shape`/`in_axes` describe the contracted input axes, `features`/`out_axes` the output ones,
+  e.g. a query projection: in ('embed',) -> out ('heads', 'kv').
+  """
+
+  features: tuple[int, ...]
+  out_axes: tuple[str, ...]
+  in_axes: tuple[str, ...] = ("embed",)
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+  kernel_init: Initializer = normal(0.02)
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    contract = len(self.in_axes)
+    in_shape = x.shape[x.ndim - contract :]
+    kernel = param_with_axes(
+      self, "kernel", self.kernel_init, in_shape + self.features, self.in_axes + self.out_axes
+    )
+    y = matmul(x, kernel, contract, self.dtype)
+    if self.use_bias:
+      bias = param_with_axes(self, "bias", nn.initializers.zeros, self.features, self.out_axes)
+      y = y + bias
+    return y.astype(self.dtype)
+
+
+class Embed(nn.Module):
+  """Token (or position / token-type) embedding table [num_embeddings, embed]."""
+
+  num_embeddings: int
+  features: int
+  dtype: Any = jnp.float32
+  embedding_init: Initializer = normal(0.02)
+  axes: tuple[str, str] = ("vocab", "embed")
+
+  def setup(self):
+    self.embedding = param_with_axes(
+      self, "embedding", self.embedding_init, (self.num_embeddings, self.features), self.axes
+    )
+
+  def __call__(self, ids: Array) -> Array:
+    # [batch, length] -> [batch, length, embed]
+    return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
+
+  def attend(self, x: Array) -> Array:
+    """Tied output projection x·Eᵀ in float32: [..., embed] -> [..., vocab]."""
+    return lax.dot_general(
+      x.astype(self.dtype),
+      self.embedding.astype(self.dtype),
+      (((x.ndim - 1,), (1,)), ((), ())),
+      preferred_element_type=jnp.float32,
+    )
+
+
+class LayerNorm(nn.Module):
+  """LayerNorm (mean, variance, scale, bias) or T5's RMSNorm (`rms=True`: no mean, no bias)."""
+
+  epsilon: float = 1e-5
+  rms: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    features = x.shape[-1]
+    x = x.astype(jnp.float32)
+    if self.rms:
+      variance = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
+      y = x * lax.rsqrt(variance + self.epsilon)
+    else:
+      mean = jnp.mean(x, axis=-1, keepdims=True)
+      variance = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+      y = (x - mean) * lax.rsqrt(variance + self.epsilon)
+    scale = param_with_axes(self, "scale", nn.initializers.ones, (features,), ("embed",))
+    y = y * scale
+    if not self.rms:
+      y = y + param_with_axes(self, "bias", nn.initializers.zeros, (features,), ("embed",))
+    return y.astype(self.dtype)
+
+
+def make_norm(config: ModelConfig, name: str) -> LayerNorm:
+  return LayerNorm(
+    epsilon=config.layer_norm_epsilon,
+    rms=config.norm == "rmsnorm",
+    dtype=compute_dtype(config),
+    name=name,
+  )
+
+
+def activation_fn(name: str):
+  if name in ("gelu_new", "gated-gelu"):
+    return functools.partial(jax.nn.gelu, approximate=True)
+  if name == "gelu":
+    return functools.partial(jax.nn.gelu, approximate=False)
+  if name == "relu":
+    return jax.nn.relu
+  raise ValueError(f"model.activation={name!r}: expected gelu, gelu_new, relu or gated-gelu")
+
+
+# ---------------------------------------------------------------------------------------------
+# Position encodings.
+
+
+def relative_position_bucket(
+  relative_position: Array, bidirectional: bool, num_buckets: int, max_distance: int
+) -> Array:
+  """T5's bucket of (key position - query position), as in Mesh TensorFlow / HF T5.
+
+  Half the buckets are exact small distances, the rest log-spaced up to `max_distance`; the
+  bidirectional variant spends half of the buckets on each sign.
+  """
+  relative_buckets = jnp.zeros_like(relative_position)
+  if bidirectional:
+    num_buckets //= 2
+    relative_buckets += (relative_position > 0).astype(jnp.int32) * num_buckets
+    relative_position = jnp.abs(relative_position)
+  else:
+    relative_position = -jnp.minimum(relative_position, 0)
+  max_exact = num_buckets // 2
+  is_small = relative_position < max_exact
+  # float32 as in the reference; the int cast truncates toward zero like torch's .to(long).
+  safe = jnp.maximum(relative_position, 1).astype(jnp.float32)
+  large = max_exact + (
+    jnp.log(safe / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact)
+  ).astype(jnp.int32)
+  large = jnp.minimum(large, num_buckets - 1)
+  return relative_buckets + jnp.where(is_small, relative_position, large)
+
+
+class RelativePositionBias(nn.Module):
+  """T5 relative attention bias [batch|1, heads, q_len, k_len], shared by a stack's layers."""
+
+  num_buckets: int
+  max_distance: int
+  num_heads: int
+  bidirectional: bool
+  embedding_init: Initializer = normal(1.0)
+
+  @nn.compact
+  def __call__(self, query_positions: Array, key_positions: Array) -> Array:
+    # query_positions [batch|1, q_len], key_positions [batch|1, k_len]
+    relative = key_positions[:, None, :] - query_positions[:, :, None]  # [batch|1, q, k]
+    buckets = relative_position_bucket(
+      relative, self.bidirectional, self.num_buckets, self.max_distance
+    )
+    table = param_with_axes(
+      self, "rel_embedding", self.embedding_init, (self.num_buckets, self.num_heads),
+      (None, "heads"),
+    )  # fmt: skip
+    bias = jnp.take(table, buckets, axis=0)  # [batch|1, q, k, heads]
+    return jnp.transpose(bias, (0, 3, 1, 2)).astype(jnp.float32)
+
+
+def apply_rope(x: Array, positions: Array, max_wavelength: float = 10_000.0) -> Array:
+  """Rotary position embedding (GPT-NeoX / LLaMA "rotate half" layout).
+
+  x [batch, length, heads, head_dim], positions [batch, length].
+  """
+  dim = x.shape[-1]
+  fraction = 2 * jnp.arange(dim // 2, dtype=jnp.float32) / dim
+  inv_freq = max_wavelength**-fraction  # [head_dim / 2]
+  angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [batch, length, head_dim / 2]
+  sin = jnp.sin(angles)[:, :, None, :]
+  cos = jnp.cos(angles)[:, :, None, :]
+  first, second = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  rotated = jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
+  return rotated.astype(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention and MLP.
+
+
+def attention_bias(query_segment_ids: Array, key_segment_ids: Array, causal: bool) -> Array:
+  """Additive float32 bias [batch, 1, q_len, k_len]: 0 where a query may attend, else -1e10.
+
+  A query attends to keys of its own segment only (packed documents never see each other);
+  segment id 0 is padding and is never attended to. `causal` adds key index <= query index.
+  """
+  mask = query_segment_ids[:, :, None] == key_segment_ids[:, None, :]
+  mask &= (key_segment_ids > 0)[:, None, :]
+  if causal:
+    q_len, k_len = query_segment_ids.shape[1], key_segment_ids.shape[1]
+    mask &= (jnp.arange(q_len)[:, None] >= jnp.arange(k_len)[None, :])[None]
+  return jnp.where(mask, 0.0, MASK_VALUE).astype(jnp.float32)[:, None]
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head dot-product attention (self or cross), optional RoPE and KV cache.
+
+  Decoding (`decode=True`): the first call, made by `init` on the full [batch, max_length]
+  shape, creates `cache/{cached_key, cached_value, cache_index}`; each later call writes its
+  n new keys/values at cache_index, attends to cache positions <= cache_index + i, and advances
+  cache_index by n (n = 1 for one token per step; n > 1 pre-fills a prompt).
+  """
+
+  config: ModelConfig
+  kernel_inits: tuple[Initializer, Initializer, Initializer, Initializer]  # q, k, v, out
+  scale_queries: bool = True  # 1/sqrt(head_dim) (GPT-2, BERT); T5 folds it into the init
+
+  @nn.compact
+  def __call__(
+    self,
+    inputs_q: Array,
+    inputs_kv: Array,
+    bias: Array | None = None,
+    *,
+    positions: Array | None = None,
+    decode: bool = False,
+    deterministic: bool = True,
+  ) -> Array:
+    """inputs_q [batch, q_len, embed], inputs_kv [batch, k_len, embed], bias broadcastable to
+    [batch, heads, q_len, k_len] (float32, additive). Returns [batch, q_len, embed]."""
+    config = self.config
+    dtype = compute_dtype(config)
+    heads, depth = config.num_heads, head_dim(config)
+    q_init, k_init, v_init, o_init = self.kernel_inits
+    projection = functools.partial(
+      DenseGeneral, features=(heads, depth), out_axes=("heads", "kv"), use_bias=config.use_bias,
+      dtype=dtype,
+    )  # fmt: skip
+    query = projection(kernel_init=q_init, name="query")(inputs_q)  # [batch, q, heads, kv]
+    key = projection(kernel_init=k_init, name="key")(inputs_kv)  # [batch, k, heads, kv]
+    value = projection(kernel_init=v_init, name="value")(inputs_kv)
+    if config.position == "rope" and positions is not None:
+      query = apply_rope(query, positions)
+      key = apply_rope(key, positions)
+    query = nn.with_logical_constraint(query, ("batch", "length", "heads", "kv"))
+    key = nn.with_logical_constraint(key, ("batch", "length", "heads", "kv"))
+    value = nn.with_logical_constraint(value, ("batch", "length", "heads", "kv"))
+
+    if decode:
+      initialized = self.has_variable("cache", "cached_key")
+      cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+      cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+      cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+      if initialized:
+        index = cache_index.value
+        key = lax.dynamic_update_slice(cached_key.value, key, (0, index, 0, 0))
+        value = lax.dynamic_update_slice(cached_value.value, value, (0, index, 0, 0))
+        cached_key.value, cached_value.value = key, value
+        n, max_length = inputs_q.shape[1], key.shape[1]
+        cache_index.value = index + n
+        visible = jnp.arange(max_length)[None, :] <= index + jnp.arange(n)[:, None]  # [n, max]
+        decode_bias = jnp.where(visible, 0.0, MASK_VALUE)[None, None]
+        bias = decode_bias if bias is None else bias + decode_bias
+
+    if self.scale_queries:
+      query = query / jnp.sqrt(depth).astype(query.dtype)
+    # [batch, heads, q, k] in float32
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+    if bias is not None:
+      logits = logits + bias
+    weights = jax.nn.softmax(logits, axis=-1)
+    if not deterministic and config.dropout_rate > 0:
+      weights = nn.Dropout(config.dropout_rate)(weights, deterministic=False)
+    # [batch, q, heads, kv]
+    out = jnp.einsum(
+      "bhqk,bkhd->bqhd", weights.astype(dtype), value, preferred_element_type=jnp.float32
+    ).astype(dtype)
+    out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
+    return DenseGeneral(
+      features=(config.d_model,), out_axes=("embed",), in_axes=("heads", "kv"),
+      use_bias=config.use_bias, dtype=dtype, kernel_init=o_init, name="out",
+    )(out)  # fmt: skip
+
+
+class MLP(nn.Module):
+  """Position-wise MLP: wi -> activation -> wo, or gated: act(x·wi_0) * (x·wi_1) -> wo."""
+
+  config: ModelConfig
+  wi_init: Initializer
+  wo_init: Initializer
+
+  @nn.compact
+  def __call__(self, x: Array, deterministic: bool = True) -> Array:
+    config = self.config
+    dtype = compute_dtype(config)
+    dense = functools.partial(DenseGeneral, use_bias=config.use_bias, dtype=dtype)
+    act = activation_fn(config.activation)
+    if config.activation == "gated-gelu":
+      gate = dense((config.d_ff,), ("mlp",), kernel_init=self.wi_init, name="wi_0")(x)
+      linear = dense((config.d_ff,), ("mlp",), kernel_init=self.wi_init, name="wi_1")(x)
+      h = act(gate.astype(jnp.float32)).astype(dtype) * linear
+    else:
+      h = act(dense((config.d_ff,), ("mlp",), kernel_init=self.wi_init, name="wi")(x))
+    h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
+    if not deterministic and config.dropout_rate > 0:
+      # T5 drops out the hidden activations too.
+      h = nn.Dropout(config.dropout_rate)(h, deterministic=False)
+    return dense(
+      (config.d_model,), ("embed",), in_axes=("mlp",), kernel_init=self.wo_init, name="wo"
+    )(h)
+
+
+def family_inits(config: ModelConfig) -> dict[str, Initializer]:
+  """Initializers of the reference implementations (HF `_init_weights`).
+
+  GPT-2 / BERT: normal(0.02) everywhere. T5: normal with fan-in scaling, queries additionally by
+  1/sqrt(head_dim) because T5 attention has no 1/sqrt(d) factor, embeddings normal(1).
+  """
+  if config.family != "encoder_decoder":
+    init = normal(0.02)
+    return dict(q=init, k=init, v=init, o=init, wi=init, wo=init, embed=init, head=init)
+  depth = head_dim(config)
+  return dict(
+    q=normal((config.d_model * depth) ** -0.5),
+    k=normal(config.d_model**-0.5),
+    v=normal(config.d_model**-0.5),
+    o=normal((config.num_heads * depth) ** -0.5),
+    wi=normal(config.d_model**-0.5),
+    wo=normal(config.d_ff**-0.5),
+    embed=normal(1.0),
+    head=normal(config.d_model**-0.5),
+  )
+
+
+def dropout(config: ModelConfig, x: Array, deterministic: bool) -> Array:
+  if deterministic or config.dropout_rate == 0:
+    return x
+  return nn.Dropout(config.dropout_rate)(x, deterministic=False)
