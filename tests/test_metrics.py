@@ -214,3 +214,46 @@ def test_format_helpers():
   assert (
     metrics.format_scalars({"loss": 1.0, "z_loss": 0.0012345}) == "loss 1.000 | z_loss 0.001234"
   )
+
+
+# ---------------------------------------------------------------------------------------------
+# tools/plot_metrics.py
+
+
+@pytest.fixture(scope="module")
+def plot_metrics():
+  import importlib.util
+
+  path = os.path.join(os.path.dirname(__file__), "..", "tools", "plot_metrics.py")
+  spec = importlib.util.spec_from_file_location("plot_metrics", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _resumed_run(tmp_path):
+  """A run logged to step 30, killed, resumed from step 20: steps 20-30 are logged twice."""
+  with metrics.MetricsWriter(str(tmp_path)) as writer:
+    for step, loss in ((10, 4.0), (20, 3.0), (30, 2.9)):
+      writer.write(step, {"loss": loss, "learning_rate": 1e-3})
+    writer.write(20, {"loss": 3.1}, prefix="eval/")
+    for step, loss in ((30, 2.5), (40, 2.0)):  # the resumed run
+      writer.write(step, {"loss": loss})
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write('{"step": 50, "lo')  # cut short by a crash
+
+
+def test_plot_metrics_reads_the_last_value_per_step(tmp_path, plot_metrics):
+  _resumed_run(tmp_path)
+  series = plot_metrics.read_metrics(str(tmp_path))
+  assert series["loss"] == [(10, 4.0), (20, 3.0), (30, 2.5), (40, 2.0)]
+  assert series["eval/loss"] == [(20, 3.1)]
+  assert plot_metrics.default_keys(list(series)) == ["loss", "eval/loss"]
+
+
+def test_plot_metrics_draws_a_png(tmp_path, plot_metrics):
+  pytest.importorskip("matplotlib")
+  _resumed_run(tmp_path / "run")
+  out = tmp_path / "losses.png"
+  assert plot_metrics.main([str(tmp_path / "run"), "--out", str(out)]) == 0
+  assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
