@@ -1,0 +1,261 @@
+"""T5-style encoder-decoder (T5 v1.0 and v1.1).
+
+Shared token embedding; pre-RMSNorm blocks without biases; relative position bias (one table
+per stack, bidirectional in the encoder, causal in the decoder) and no 1/sqrt(d) attention
+scaling; the decoder adds cross-attention to the encoder output.
+  v1.0: ReLU MLP, logits = (h · d_model**-0.5)·Eᵀ with the tied embedding E.
+  v1.1: gated-GELU MLP, untied `logits_dense` output layer (no rescale).
+
+Decoding with a KV cache (flax 'cache' collection):
+
+  encoded = model.encode(params, batch)                       # [batch, inputs_length, embed]
+  cache = model.init_cache(batch_size, max_length, inputs_length)
+  logits, cache = model.decode_step(params, cache, tokens, positions,
+                                    encoded=encoded, encoder_segment_ids=segment_ids)
+      tokens, positions [batch, n]: the next decoder inputs (the first is 0, the start token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from t5x_lite.models import base, layers
+from t5x_lite.models.config import ModelConfig
+from t5x_lite.models.transformer import Stack
+
+Array = jax.Array
+
+
+class EncoderDecoder(nn.Module):
+  """encode(inputs) -> encoded; decode(encoded, decoder inputs) -> float32 logits."""
+
+  config: ModelConfig
+
+  def setup(self):
+    config = self.config
+    dtype = layers.compute_dtype(config)
+    inits = layers.family_inits(config)
+    self.token_embedder = layers.Embed(
+      config.vocab_size, config.d_model, dtype=dtype, embedding_init=inits["embed"]
+    )
+    if config.position == "learned":
+      position = dict(dtype=dtype, axes=("length", "embed"), embedding_init=layers.normal(0.01))
+      self.encoder_position_embedder = layers.Embed(config.max_length, config.d_model, **position)
+      self.decoder_position_embedder = layers.Embed(config.max_length, config.d_model, **position)
+    self.encoder = Stack(config, config.num_layers, causal=False)
+    self.decoder = Stack(
+      config, config.num_decoder_layers or config.num_layers, causal=True, cross_attention=True
+    )
+    if not config.tie_embeddings:
+      self.logits_dense = layers.DenseGeneral(
+        (config.vocab_size,), ("vocab",), use_bias=False, dtype=dtype, kernel_init=inits["head"]
+      )
+
+  def encode(
+    self,
+    encoder_input_tokens: Array,
+    encoder_segment_ids: Array,
+    encoder_positions: Array,
+    *,
+    deterministic: bool = True,
+  ) -> Array:
+    """[batch, inputs_length] -> [batch, inputs_length, embed]."""
+    x = self.token_embedder(encoder_input_tokens)
+    if self.config.position == "learned":
+      x = x + self.encoder_position_embedder(encoder_positions)
+    x = layers.dropout(self.config, x, deterministic)
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    return self.encoder(x, encoder_segment_ids, encoder_positions, deterministic=deterministic)
+
+  def decode(
+    self,
+    encoded: Array,
+    encoder_segment_ids: Array,
+    decoder_input_tokens: Array,
+    decoder_segment_ids: Array,
+    decoder_positions: Array,
+    *,
+    deterministic: bool = True,
+    decode: bool = False,
+  ) -> Array:
+    """-> float32 logits [batch, targets_length, vocab]."""
+    config = self.config
+    x = self.token_embedder(decoder_input_tokens)
+    if config.position == "learned":
+      x = x + self.decoder_position_embedder(decoder_positions)
+    x = layers.dropout(config, x, deterministic)
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    x = self.decoder(
+      x,
+      decoder_segment_ids,
+      decoder_positions,
+      encoded,
+      encoder_segment_ids,
+      deterministic=deterministic,
+      decode=decode,
+    )
+    if config.tie_embeddings:
+      # T5 v1.0 rescales before the tied projection (the embedding is initialized with std 1).
+      logits = self.token_embedder.attend(x * config.d_model**-0.5)
+    else:
+      logits = self.logits_dense(x).astype(jnp.float32)
+    return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+
+  def __call__(
+    self,
+    encoder_input_tokens: Array,
+    encoder_segment_ids: Array,
+    encoder_positions: Array,
+    decoder_input_tokens: Array,
+    decoder_segment_ids: Array,
+    decoder_positions: Array,
+    *,
+    deterministic: bool = True,
+    decode: bool = False,
+  ) -> Array:
+    encoded = self.encode(
+      encoder_input_tokens, encoder_segment_ids, encoder_positions, deterministic=deterministic
+    )
+    return self.decode(
+      encoded,
+      encoder_segment_ids,
+      decoder_input_tokens,
+      decoder_segment_ids,
+      decoder_positions,
+      deterministic=deterministic,
+      decode=decode,
+    )
+
+
+class EncoderDecoderModel(base.BaseModel):
+  """Text-to-text (`pydoc_span_corruption`, prefix LM): loss on the decoder targets."""
+
+  features = (
+    "encoder_input_tokens",
+    "encoder_segment_ids",
+    "encoder_positions",
+    "decoder_target_tokens",
+    "decoder_input_tokens",
+    "decoder_loss_weights",
+    "decoder_segment_ids",
+    "decoder_positions",
+  )
+
+  def make_module(self) -> nn.Module:
+    return EncoderDecoder(self.config)
+
+  def feature_converter(self, pack: bool = True) -> Any:
+    from t5x_lite.data.feature_converters import EncDecFeatureConverter
+
+    return EncDecFeatureConverter(pack=pack)
+
+  def feature_lengths(self, model_feature_lengths: Mapping[str, int]) -> dict[str, int]:
+    lengths = dict(model_feature_lengths)
+    inputs = lengths.get("encoder_input_tokens", lengths.get("inputs"))
+    targets = lengths.get("decoder_target_tokens", lengths.get("targets"))
+    if inputs is None or targets is None:
+      raise ValueError(
+        f"encoder-decoder model feature lengths {lengths}: expected 'encoder_input_tokens' "
+        "and 'decoder_target_tokens' lengths"
+      )
+    return {name: inputs if name.startswith("encoder") else targets for name in self.features}
+
+  def default_lengths(self) -> dict[str, int]:
+    return {"encoder_input_tokens": 8, "decoder_target_tokens": 4}
+
+  def module_inputs(self, batch: Mapping[str, Array]) -> dict[str, Array]:
+    inputs = batch["encoder_input_tokens"]
+    decoder_inputs = batch["decoder_input_tokens"]
+    targets = batch.get("decoder_target_tokens", decoder_inputs)
+    return dict(
+      encoder_input_tokens=inputs,
+      encoder_segment_ids=base.segment_ids_or_default(batch, "encoder", inputs),
+      encoder_positions=base.positions_or_default(batch, "encoder", inputs),
+      decoder_input_tokens=decoder_inputs,
+      decoder_segment_ids=base.segment_ids_or_default(batch, "decoder", targets),
+      decoder_positions=base.positions_or_default(batch, "decoder", decoder_inputs),
+    )
+
+  def loss(
+    self,
+    params: Any,
+    batch: Mapping[str, Array],
+    rng: Array | None = None,
+    deterministic: bool = False,
+  ) -> tuple[Array, base.Metrics]:
+    logits = self.apply_logits(params, batch, rng, deterministic or rng is None)
+    targets = batch["decoder_target_tokens"]
+    weights = batch.get("decoder_loss_weights")
+    if weights is None:
+      weights = (targets > 0).astype(jnp.float32)
+    return base.weighted_lm_loss(
+      logits, targets, weights, self.config.z_loss, self.config.label_smoothing
+    )
+
+  def score(self, params: Any, batch: Mapping[str, Array]) -> Array:
+    """[batch] sum over target tokens of log p(target | inputs, target prefix)."""
+    logits = self.apply_logits(params, batch)
+    targets = batch["decoder_target_tokens"]
+    weights = batch.get("decoder_loss_weights", (targets > 0).astype(jnp.float32))
+    _, _, log_prob = base.cross_entropy_with_logits(logits, targets)
+    return jnp.sum(log_prob * weights, axis=-1)
+
+  # --- decoding -------------------------------------------------------------------------------
+
+  def encode(self, params: Any, batch: Mapping[str, Array]) -> Array:
+    """Encoder output [batch, inputs_length, embed] of `encoder_input_tokens`."""
+    inputs = self.module_inputs({**batch, "decoder_input_tokens": batch["encoder_input_tokens"]})
+    return self.module.apply(
+      {"params": params},
+      inputs["encoder_input_tokens"],
+      inputs["encoder_segment_ids"],
+      inputs["encoder_positions"],
+      method=EncoderDecoder.encode,
+    )
+
+  def init_cache(self, batch_size: int, max_length: int, inputs_length: int) -> Any:
+    """The zero KV cache for decoding up to `max_length` target tokens."""
+    config = self.config
+
+    def make():
+      encoded = jnp.zeros((batch_size, inputs_length, config.d_model), jnp.float32)
+      ones = jnp.ones((batch_size, inputs_length), jnp.int32)
+      tokens = jnp.zeros((batch_size, max_length), jnp.int32)
+      return self.module.init(
+        jax.random.key(0), encoded, ones, tokens, jnp.ones_like(tokens), tokens,
+        decode=True, method=EncoderDecoder.decode,
+      )["cache"]  # fmt: skip
+
+    shapes = jax.eval_shape(make)  # no parameter is allocated
+    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+  def decode_step(
+    self,
+    params: Any,
+    cache: Any,
+    tokens: Array,
+    positions: Array,
+    *,
+    encoded: Array,
+    encoder_segment_ids: Array | None = None,
+  ) -> tuple[Array, Any]:
+    """Logits [batch, n, vocab] of n new decoder tokens [batch, n] at `positions`; new cache."""
+    if encoder_segment_ids is None:
+      encoder_segment_ids = jnp.ones(encoded.shape[:2], jnp.int32)
+    logits, variables = self.module.apply(
+      {"params": params, "cache": cache},
+      encoded,
+      encoder_segment_ids,
+      tokens,
+      jnp.ones_like(tokens),
+      positions,
+      decode=True,
+      mutable=["cache"],
+      method=EncoderDecoder.decode,
+    )
+    return logits, variables["cache"]
