@@ -107,7 +107,10 @@ class MetricsWriter:
       return
     record: dict[str, Any] = {"step": int(step), "time": time.time()}
     for name, value in scalars.items():
-      record[prefix + name] = _to_number(value)
+      try:
+        record[prefix + name] = _to_number(value)
+      except (TypeError, ValueError) as e:
+        raise ValueError(f"metric {prefix + name!r}={value!r}: expected a number ({e})") from e
     line = json.dumps(record) + "\n"
     if self._file is not None:
       self._file.write(line)
@@ -150,7 +153,11 @@ def _tensorboard_writer(logdir: str):
     from tensorboardX import SummaryWriter
   except ImportError:
     return None
-  return SummaryWriter(logdir=logdir, flush_secs=30)
+  try:
+    return SummaryWriter(logdir=logdir, flush_secs=30)
+  except ImportError as e:  # gs:// without google-cloud-storage: keep training, say why
+    print(f"metrics: no TensorBoard events in {logdir}: {e}", file=sys.stderr)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

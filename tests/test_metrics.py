@@ -61,6 +61,12 @@ def test_unwritable_workdir_names_the_path(tmp_path):
     metrics.MetricsWriter(str(workdir))
 
 
+def test_non_numeric_metric_names_the_metric(tmp_path):
+  with metrics.MetricsWriter(str(tmp_path)) as writer:
+    with pytest.raises(ValueError, match=r"metric 'eval/name'='abc': expected a number"):
+      writer.write(1, {"name": "abc"}, prefix="eval/")
+
+
 def _read_event_scalars(path):
   """(tag, step, value) of every scalar in a TensorBoard event file, parsed without TensorFlow."""
   from tensorboardX.proto import event_pb2
