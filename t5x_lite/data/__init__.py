@@ -1,0 +1,1 @@
+"""The data layer: vocabularies, sources, preprocessors, registry, feature converters, pipeline."""

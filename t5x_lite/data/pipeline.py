@@ -1,0 +1,337 @@
+"""The grain data pipeline: per-host shard -> shuffle(seed) -> preprocess -> convert -> mix -> batch.
+
+Per task, documents form a grain `MapDataset`: shuffled with a new permutation every epoch,
+repeated forever, and sharded by stride over hosts (host h of n reads global positions
+h, h + n, ...; within an epoch the hosts' documents are disjoint and cover the split). Documents
+are grouped into blocks; a block is preprocessed and converted (packed) at once with numpy, a
+pure function of (config, block index). The iterator's state is therefore tiny and exact:
+per task the block index and the next row in it, plus the mixture counts. Restoring it
+recomputes one block and continues the very same stream.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+from t5x_lite.data import registry
+from t5x_lite.data.feature_converters import FeatureConverter
+from t5x_lite.data.preprocessors import KEY, Context, derive_keys, mix64
+from t5x_lite.data.vocabularies import (
+  ByteVocabulary,
+  SentencePieceVocabulary,
+  Vocabulary,
+  cache_key,
+  train_sentencepiece,
+)
+
+DOCUMENTS_PER_BLOCK = 32
+VOCAB_TRAINING_CHARS = 20_000_000  # enough text for a good vocabulary, a few seconds to train
+_MAX_EMPTY_BLOCKS = 1000
+_STATE_VERSION = 1
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Vocabulary.
+
+
+def get_vocabulary(config, workdir: str) -> Vocabulary:
+  """The run's vocabulary: bytes, `data.vocab_path`, or SentencePiece trained on first use.
+
+  A trained model is cached in `workdir/vocab/`, keyed by the task(s) it was trained on and its
+  size, so reruns and resumes reuse it (and get exactly the same ids).
+  """
+  data = config.data
+  if data.vocab == "byte":
+    return ByteVocabulary(data.extra_ids)
+  if data.vocab_path:
+    return SentencePieceVocabulary(data.vocab_path, data.extra_ids)
+  registry.import_task_modules(tuple(data.task_modules))
+  tasks, _ = registry.tasks_of(data.task)
+  names = sorted(t.name for t in tasks)
+  key = cache_key(tasks=names, vocab_size=data.vocab_size, extra_ids=data.extra_ids, v=1)
+  path = os.path.join(workdir, "vocab", f"spm_{data.vocab_size}_{key}.model")
+  if os.path.exists(path):
+    return SentencePieceVocabulary(path, data.extra_ids)
+  logger.info("Training a %d-id SentencePiece vocabulary on %s -> %s", data.vocab_size, names, path)
+  return train_sentencepiece(_training_texts(tasks), data.vocab_size, data.extra_ids, path)
+
+
+def _training_texts(tasks: Sequence[registry.Task]):
+  """Train-split texts of the tasks, in a fixed order, up to VOCAB_TRAINING_CHARS in all."""
+  budget = VOCAB_TRAINING_CHARS // len(tasks)
+  for task in tasks:
+    documents = task.source.split("train")
+    used = 0
+    for i in range(len(documents)):
+      text = documents[i]["text"]
+      yield text
+      used += len(text)
+      if used >= budget:
+        break
+
+
+# ---------------------------------------------------------------------------------------------
+# One task's stream of converted rows.
+
+
+def _task_seed(seed: int, name: str) -> int:
+  return int(mix64(np.uint64(seed) ^ np.uint64(zlib.crc32(name.encode()))) >> np.uint64(33))
+
+
+class TaskStream:
+  """Blocks of converted rows of one task on one host; `block(b)` is a pure function of b."""
+
+  def __init__(
+    self,
+    task: registry.Task,
+    split: str,
+    vocabulary: Vocabulary,
+    converter: FeatureConverter,
+    feature_lengths: Mapping[str, int],
+    seed: int,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    documents_per_block: int = DOCUMENTS_PER_BLOCK,
+  ):
+    if not 0 <= shard_index < shard_count:
+      raise ValueError(f"shard_index={shard_index} is not in [0, shard_count={shard_count})")
+    self.task = task
+    self.converter = converter
+    self.feature_lengths = dict(feature_lengths)
+    self.shard_index, self.shard_count = shard_index, shard_count
+    self.documents_per_block = documents_per_block
+    self.task_seed = _task_seed(seed, task.name)
+    documents = task.source.split(split)
+    self.num_documents = len(documents)
+    stream = grain.MapDataset.source(documents).shuffle(seed=self.task_seed).repeat()
+    self.documents = stream[shard_index::shard_count]  # this host's share, in stream order
+    self._blocks = self.documents.batch(documents_per_block, batch_fn=list)
+    feature_vocabulary = next(
+      (f.vocabulary for f in task.output_features.values() if f.vocabulary is not None), None
+    )
+    self.context = Context(
+      vocabulary=feature_vocabulary or vocabulary,
+      feature_lengths=self.feature_lengths,
+      output_features=task.output_features,
+    )
+
+  def examples(self, block_index: int, stages: bool = False):
+    """The task features of block `block_index` (and, with stages=True, every stage's output)."""
+    documents = self._blocks[block_index]
+    local = block_index * self.documents_per_block + np.arange(len(documents))
+    global_position = local * self.shard_count + self.shard_index
+    examples: dict[str, Any] = {
+      "text": [d["text"] for d in documents],
+      "id": [d["id"] for d in documents],
+      KEY: derive_keys(np.uint64(self.task_seed), global_position),
+    }
+    history = [("source", examples)]
+    for fn in self.task.preprocessors:
+      try:
+        examples = fn(examples, self.context)
+      except Exception as e:
+        name = getattr(fn, "func", fn).__name__ if callable(fn) else repr(fn)
+        raise type(e)(f"Task {self.task.name!r}, preprocessor {name}: {e}") from e
+      history.append((getattr(getattr(fn, "func", fn), "__name__", repr(fn)), examples))
+    missing = [
+      name for name, f in self.task.output_features.items() if f.required and name not in examples
+    ]
+    if missing:
+      raise KeyError(
+        f"Task {self.task.name!r}: required output features {missing} are missing after the "
+        f"preprocessors (found {[n for n in examples if n != KEY]})"
+      )
+    return history if stages else examples
+
+  def block(self, block_index: int) -> dict[str, np.ndarray]:
+    """Converted rows of block `block_index`: {model feature: [rows, length]}."""
+    examples = self.examples(block_index)
+    shuffle_key = int(derive_keys(np.uint64(self.task_seed), np.uint64(block_index) + (1 << 62)))
+    return self.converter.convert(examples, self.feature_lengths, shuffle_key)
+
+
+# ---------------------------------------------------------------------------------------------
+# The iterator.
+
+
+class DataIterator(grain.DatasetIterator):
+  """Batches of model features, mixed over tasks by rate; checkpointable with get/set_state.
+
+  Mixing is deterministic: each row goes to the task furthest below its share
+  (rate · rows so far − rows taken), so proportions are exact and need no random state.
+  """
+
+  def __init__(
+    self,
+    streams: Sequence[TaskStream],
+    rates: Sequence[float],
+    batch_size: int,
+    num_workers: int = 0,
+  ):
+    super().__init__()
+    if batch_size <= 0:
+      raise ValueError(f"batch_size={batch_size}: expected a positive int")
+    self._streams = list(streams)
+    self._rates = np.asarray(rates, np.float64)
+    self.batch_size = batch_size
+    self._blocks = [0] * len(streams)
+    self._rows = [0] * len(streams)
+    self._counts = [0] * len(streams)
+    self._cache: dict[tuple[int, int], Any] = {}
+    self._executor = concurrent.futures.ThreadPoolExecutor(num_workers) if num_workers > 0 else None
+    self._lookahead = num_workers
+
+  # -- blocks, with optional read-ahead in threads (blocks are pure, so order is unaffected).
+  def _block(self, task: int, index: int) -> dict[str, np.ndarray]:
+    key = (task, index)
+    if key not in self._cache:
+      stream = self._streams[task]
+      self._cache[key] = (
+        self._executor.submit(stream.block, index) if self._executor else stream.block(index)
+      )
+    if self._executor:
+      for ahead in range(index + 1, index + 1 + self._lookahead):
+        if (task, ahead) not in self._cache:
+          self._cache[(task, ahead)] = self._executor.submit(self._streams[task].block, ahead)
+    for old in [k for k in self._cache if k[0] == task and k[1] < index]:
+      del self._cache[old]
+    value = self._cache[key]
+    return value.result() if isinstance(value, concurrent.futures.Future) else value
+
+  def _take(self, task: int, count: int) -> dict[str, np.ndarray]:
+    """The next `count` rows of one task's stream."""
+    parts, empty_blocks = [], 0
+    while count > 0:
+      block = self._block(task, self._blocks[task])
+      rows = len(next(iter(block.values())))
+      start = self._rows[task]
+      take = min(count, rows - start)
+      if take > 0:
+        parts.append({name: value[start : start + take] for name, value in block.items()})
+        count -= take
+        self._rows[task] += take
+        empty_blocks = 0
+      if self._rows[task] >= rows:
+        self._blocks[task] += 1
+        self._rows[task] = 0
+        if rows == 0:
+          empty_blocks += 1
+          if empty_blocks >= _MAX_EMPTY_BLOCKS:
+            raise RuntimeError(
+              f"Task {self._streams[task].task.name!r} produced no examples in "
+              f"{_MAX_EMPTY_BLOCKS} blocks: its preprocessors drop everything"
+            )
+    if len(parts) == 1:
+      return parts[0]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if len(self._streams) == 1:
+      self._counts[0] += self.batch_size
+      return self._take(0, self.batch_size)
+    choices = np.empty(self.batch_size, np.int64)
+    counts = np.asarray(self._counts, np.float64)
+    for slot in range(self.batch_size):
+      total = counts.sum()
+      task = int(np.argmax(self._rates * (total + 1) - counts))
+      choices[slot] = task
+      counts[task] += 1
+    self._counts = [int(c) for c in counts]
+    parts = {t: self._take(t, int((choices == t).sum())) for t in np.unique(choices).tolist()}
+    names = next(iter(parts.values())).keys()
+    batch = {}
+    for name in names:
+      first = parts[int(choices[0])][name]
+      out = np.empty((self.batch_size,) + first.shape[1:], first.dtype)
+      for task, rows in parts.items():
+        out[choices == task] = rows[name]
+      batch[name] = out
+    return batch
+
+  def get_state(self) -> dict[str, Any]:
+    return {
+      "version": _STATE_VERSION,
+      "tasks": [s.task.name for s in self._streams],
+      "blocks": list(self._blocks),
+      "rows": list(self._rows),
+      "counts": list(self._counts),
+    }
+
+  def set_state(self, state: Mapping[str, Any]) -> None:
+    names = [s.task.name for s in self._streams]
+    if state.get("version") != _STATE_VERSION or list(state.get("tasks", [])) != names:
+      raise ValueError(
+        f"data iterator state is for tasks {state.get('tasks')} (version {state.get('version')}), "
+        f"this pipeline reads {names} (version {_STATE_VERSION})"
+      )
+    self._blocks = [int(b) for b in state["blocks"]]
+    self._rows = [int(r) for r in state["rows"]]
+    self._counts = [int(c) for c in state["counts"]]
+    self._cache.clear()
+
+  def close(self) -> None:
+    if self._executor is not None:
+      self._executor.shutdown(wait=False, cancel_futures=True)
+      self._executor = None
+    super().close()
+
+
+def make_streams(
+  config,
+  vocabulary: Vocabulary,
+  feature_converter: FeatureConverter,
+  split: str,
+  shard_index: int = 0,
+  shard_count: int = 1,
+) -> tuple[list[TaskStream], list[float]]:
+  """The task streams (and normalized rates) of config.data.task (or eval_task for validation)."""
+  data = config.data
+  registry.import_task_modules(tuple(data.task_modules))
+  name = data.eval_task if split == "validation" and data.eval_task else data.task
+  tasks, rates = registry.tasks_of(name)
+  streams = [
+    TaskStream(
+      task,
+      split,
+      vocabulary,
+      feature_converter,
+      dict(data.feature_lengths),
+      seed=int(data.seed),
+      shard_index=shard_index,
+      shard_count=shard_count,
+    )
+    for task in tasks
+  ]
+  return streams, rates
+
+
+def make_iterator(
+  config,
+  vocabulary: Vocabulary,
+  feature_converter: FeatureConverter,
+  split: str = "train",
+  batch_size: int | None = None,
+  shard_index: int = 0,
+  shard_count: int = 1,
+) -> DataIterator:
+  """An endless iterator of per-host batches {model feature: [batch_size, length]}.
+
+  Both splits repeat forever (a new shuffle each epoch); evaluation takes a fixed number of
+  batches from a fresh iterator. `batch_size` defaults to config.train.batch_size // shard_count.
+  """
+  if batch_size is None:
+    batch_size = config.train.batch_size // shard_count
+  streams, rates = make_streams(
+    config, vocabulary, feature_converter, split, shard_index, shard_count
+  )
+  return DataIterator(streams, rates, batch_size, num_workers=int(config.data.num_workers))

@@ -1,0 +1,239 @@
+"""Vocabularies: SentencePiece (trained on first use, cached) and bytes, with seqio-style sentinels.
+
+Both reserve pad=0, eos=1, unk=2 and put `extra_ids` sentinel ids at the top of the vocabulary in
+seqio's reverse order: `<extra_id_0>` is `vocab_size - 1`, `<extra_id_1>` is `vocab_size - 2`, ...
+Span corruption uses them from the top down; BERT-style tasks use the three lowest extra ids as
+[CLS], [SEP] and [MASK] (`cls_id`, `sep_id`, `mask_id`), so no vocabulary needs retraining for
+them.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import io
+import os
+import re
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+PAD_ID = 0
+EOS_ID = 1
+UNK_ID = 2
+
+_EXTRA_ID = re.compile(r"<extra_id_(\d+)>")
+
+
+class Vocabulary(abc.ABC):
+  """Maps text to int ids and back; ids >= `base_vocab_size` are extra ids (sentinels)."""
+
+  pad_id = PAD_ID
+  eos_id = EOS_ID
+  unk_id = UNK_ID
+
+  def __init__(self, extra_ids: int):
+    self.extra_ids = int(extra_ids)
+
+  @property
+  @abc.abstractmethod
+  def base_vocab_size(self) -> int:
+    """Ids below this are ordinary tokens (including pad/eos/unk)."""
+
+  @property
+  def vocab_size(self) -> int:
+    """Total ids, extra ids included."""
+    return self.base_vocab_size + self.extra_ids
+
+  def sentinel_id(self, k: int) -> int:
+    """Id of `<extra_id_k>` (seqio order: k = 0 is the highest id)."""
+    if not 0 <= k < self.extra_ids:
+      raise ValueError(f"<extra_id_{k}> does not exist: this vocabulary has {self.extra_ids}")
+    return self.vocab_size - 1 - k
+
+  def _lowest_extra_id(self, offset: int, name: str) -> int:
+    if self.extra_ids < 3:
+      raise ValueError(
+        f"{name} needs at least 3 extra ids (BERT specials), this vocabulary has {self.extra_ids}"
+      )
+    return self.base_vocab_size + offset
+
+  @property
+  def cls_id(self) -> int:
+    return self._lowest_extra_id(0, "[CLS]")
+
+  @property
+  def sep_id(self) -> int:
+    return self._lowest_extra_id(1, "[SEP]")
+
+  @property
+  def mask_id(self) -> int:
+    return self._lowest_extra_id(2, "[MASK]")
+
+  @property
+  def first_ordinary_id(self) -> int:
+    """Ids in [first_ordinary_id, base_vocab_size) are text tokens (not pad/eos/unk)."""
+    return 3
+
+  @abc.abstractmethod
+  def _encode_batch(self, texts: Sequence[str]) -> list[list[int]]: ...
+
+  @abc.abstractmethod
+  def _decode_base(self, ids: list[int]) -> str: ...
+
+  def encode(self, text: str) -> list[int]:
+    return self._encode_batch([text])[0]
+
+  def encode_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Tokenizes many texts at once -> (flat int32 ids [total], lengths int64 [len(texts)])."""
+    pieces = self._encode_batch(list(texts))
+    lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+    flat = np.fromiter((i for ids in pieces for i in ids), dtype=np.int32, count=int(lengths.sum()))
+    return flat, lengths
+
+  def decode(self, ids: Iterable[int], show_eos: bool = False) -> str:
+    """Text of `ids`; padding dropped, sentinels shown as `<extra_id_k>`, EOS as `</s>`."""
+    out, run = [], []
+
+    def flush():
+      if run:
+        out.append(self._decode_base(run))
+        run.clear()
+
+    for i in (int(x) for x in ids):
+      if i == self.pad_id:
+        continue
+      if i == self.eos_id:
+        flush()
+        if show_eos:
+          out.append("</s>")
+        continue
+      if i >= self.base_vocab_size:
+        flush()
+        out.append(f"<extra_id_{self.vocab_size - 1 - i}>")
+        continue
+      run.append(i)
+    flush()
+    return "".join(out)
+
+  def special_token_names(self) -> dict[int, str]:
+    """Ids with a display name for BERT-style tasks (`t5x-lite tasks show`)."""
+    names = {self.pad_id: "<pad>", self.eos_id: "</s>", self.unk_id: "<unk>"}
+    if self.extra_ids >= 3:
+      names.update({self.cls_id: "[CLS]", self.sep_id: "[SEP]", self.mask_id: "[MASK]"})
+    return names
+
+
+class ByteVocabulary(Vocabulary):
+  """UTF-8 bytes: id = byte + 3; no training. 259 + extra_ids ids in all."""
+
+  @property
+  def base_vocab_size(self) -> int:
+    return 259
+
+  def _encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return [list(np.frombuffer(t.encode("utf-8"), np.uint8).astype(np.int32) + 3) for t in texts]
+
+  def encode_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    raw = [t.encode("utf-8") for t in texts]
+    lengths = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))
+    flat = np.frombuffer(b"".join(raw), np.uint8).astype(np.int32) + 3
+    return flat, lengths
+
+  def _decode_base(self, ids: list[int]) -> str:
+    data = bytes(i - 3 for i in ids if 3 <= i < 259)
+    return data.decode("utf-8", errors="replace")
+
+
+class SentencePieceVocabulary(Vocabulary):
+  """A SentencePiece model (pad=0, eos=1, unk=2, no bos) plus `extra_ids` sentinels on top."""
+
+  def __init__(self, model: str | bytes, extra_ids: int = 100):
+    """`model`: a path to a `.model` file or the serialized model proto."""
+    super().__init__(extra_ids)
+    import sentencepiece as spm
+
+    if isinstance(model, str):
+      if not os.path.exists(model):
+        raise FileNotFoundError(f"SentencePiece model {model!r} does not exist")
+      with open(model, "rb") as f:
+        model = f.read()
+    self.model_proto = model
+    self._processor = spm.SentencePieceProcessor(model_proto=model)
+    found = (self._processor.pad_id(), self._processor.eos_id(), self._processor.unk_id())
+    if found != (PAD_ID, EOS_ID, UNK_ID):
+      raise ValueError(
+        f"SentencePiece model has (pad, eos, unk) ids {found}, expected (0, 1, 2) "
+        "(train it with pad_id=0 eos_id=1 unk_id=2 bos_id=-1, or use `t5x-lite tokenizer train`)"
+      )
+
+  @property
+  def base_vocab_size(self) -> int:
+    return self._processor.get_piece_size()
+
+  def _encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return self._processor.encode(list(texts))
+
+  def _decode_base(self, ids: list[int]) -> str:
+    return self._processor.decode(ids)
+
+
+def train_sentencepiece(
+  texts: Iterable[str],
+  vocab_size: int,
+  extra_ids: int,
+  model_path: str,
+  max_sentences: int = 300_000,
+) -> SentencePieceVocabulary:
+  """Trains a unigram model of `vocab_size - extra_ids` pieces on `texts`; writes `model_path`.
+
+  Texts are split into lines (SentencePiece's "sentences"); at most `max_sentences` are used so
+  that first-use training takes seconds even on a large corpus.
+  """
+  import sentencepiece as spm
+
+  base_size = vocab_size - extra_ids
+  if base_size < 4:
+    raise ValueError(
+      f"vocab_size={vocab_size} leaves {base_size} pieces after {extra_ids} extra ids"
+    )
+
+  def sentences():
+    count = 0
+    for text in texts:
+      for line in text.split("\n"):
+        if line.strip():
+          yield line
+          count += 1
+          if count >= max_sentences:
+            return
+
+  buffer = io.BytesIO()
+  try:
+    spm.SentencePieceTrainer.train(
+      sentence_iterator=sentences(),
+      model_writer=buffer,
+      vocab_size=base_size,
+      model_type="unigram",
+      pad_id=PAD_ID,
+      eos_id=EOS_ID,
+      unk_id=UNK_ID,
+      bos_id=-1,
+      character_coverage=0.9995,
+      num_threads=2,
+      minloglevel=2,  # no flood of trainer logs on stderr
+    )
+  except RuntimeError as e:
+    raise RuntimeError(f"SentencePiece training ({base_size} pieces) failed: {e}") from e
+  os.makedirs(os.path.dirname(os.path.abspath(model_path)), exist_ok=True)
+  temporary = f"{model_path}.tmp{os.getpid()}"
+  with open(temporary, "wb") as f:
+    f.write(buffer.getvalue())
+  os.replace(temporary, model_path)  # atomic: concurrent first uses never read a partial file
+  return SentencePieceVocabulary(model_path, extra_ids)
+
+
+def cache_key(**settings) -> str:
+  """A short stable hash of the settings a trained vocabulary depends on."""
+  text = ",".join(f"{k}={settings[k]}" for k in sorted(settings))
+  return hashlib.sha256(text.encode()).hexdigest()[:12]

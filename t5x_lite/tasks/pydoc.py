@@ -1,0 +1,94 @@
+"""Tasks on the default corpus (Python's bundled documentation), one per objective.
+
+Feature lengths come from config.data.feature_lengths:
+  pydoc_causal_lm        {'targets': L}                    GPT
+  pydoc_prefix_lm        {'inputs': Li, 'targets': Lt}     decoder prefix LM or T5
+  pydoc_span_corruption  {'inputs': 512, 'targets': 114}   T5 (targets from span_corruption_lengths)
+  pydoc_mlm              {'inputs': L}                     BERT (MLM + NSP)
+  pydoc_bart             {'inputs': Li, 'targets': Lt}     BART-style denoising (encoder-decoder)
+"""
+
+import functools
+
+from t5x_lite.data import preprocessors
+from t5x_lite.data.registry import Feature, Task, TaskRegistry
+from t5x_lite.data.sources import PydocSource
+
+SOURCE = PydocSource()
+TARGETS = {"targets": Feature(add_eos=True)}
+INPUTS_AND_TARGETS = {"inputs": Feature(add_eos=False), "targets": Feature(add_eos=True)}
+
+
+def _register(task: Task) -> None:
+  if task.name not in TaskRegistry:  # re-importing (e.g. under another module name) is harmless
+    TaskRegistry.add(task)
+
+
+_register(
+  Task(
+    "pydoc_causal_lm",
+    source=SOURCE,
+    preprocessors=[
+      preprocessors.tokenize,
+      preprocessors.append_eos,
+      preprocessors.causal_lm,
+    ],
+    output_features=TARGETS,
+  )
+)
+
+_register(
+  Task(
+    "pydoc_prefix_lm",
+    source=SOURCE,
+    preprocessors=[
+      preprocessors.tokenize,
+      preprocessors.prefix_lm,
+      preprocessors.append_eos,  # targets only (inputs: add_eos=False)
+    ],
+    output_features=INPUTS_AND_TARGETS,
+  )
+)
+
+_register(
+  Task(
+    "pydoc_span_corruption",
+    source=SOURCE,
+    preprocessors=[
+      preprocessors.tokenize,
+      functools.partial(
+        preprocessors.span_corruption, noise_density=0.15, mean_noise_span_length=3.0
+      ),
+    ],
+    output_features={"inputs": Feature(add_eos=True), "targets": Feature(add_eos=True)},
+  )
+)
+
+_register(
+  Task(
+    "pydoc_mlm",
+    source=SOURCE,
+    preprocessors=[
+      preprocessors.tokenize,
+      preprocessors.nsp_pairs,
+      functools.partial(preprocessors.mlm, mask_rate=0.15),
+    ],
+    output_features={
+      "inputs": Feature(add_eos=False),
+      "targets": Feature(add_eos=False),
+      "token_type_ids": Feature(add_eos=False),
+    },
+  )
+)
+
+_register(
+  Task(
+    "pydoc_bart",
+    source=SOURCE,
+    preprocessors=[
+      preprocessors.tokenize,
+      functools.partial(preprocessors.bart_denoise, mask_ratio=0.3, poisson_lambda=3.0),
+    ],
+    output_features=INPUTS_AND_TARGETS,
+  )
+)
