@@ -3,7 +3,7 @@
 Only process 0 writes (`MetricsWriter(workdir, enabled=jax.process_index() == 0)`).
 
 `workdir/metrics.jsonl` holds one JSON object per `write`: `{"step": 120, "time": <unix s>,
-"loss": 3.41, ...}`; eval metrics use a prefix (`"eval/loss"`). A resumed run appends, so a
+"train/loss": 3.41, ...}`, names with the writer's prefix (the loop uses `train/`, `eval/`). A resumed run appends, so a
 step can appear twice; readers keep the last line per step (tools/plot_metrics.py does).
 TensorBoard event files go to `workdir/tensorboard` when `tensorboardX` is installed (it needs
 no TensorFlow; a `gs://` workdir also needs `google-cloud-storage`).
@@ -181,12 +181,13 @@ def model_flops_per_token(model_config: ModelConfig, seq_len: int | Mapping[str,
 
   FLOPs = 6·N + 12·L·(num_heads·head_dim)·T per token, where N counts the weights of every matmul
   applied per token (q, k, v, o, the MLP, BERT's MLM transform, and the output projection onto
-  the vocabulary, tied or not), but not embedding lookups, position embeddings, biases or norms;
+  the vocabulary, tied or not), but not embedding lookups, position embeddings, biases, norms or
+  BERT's NSP pooler (needed at [CLS] positions only);
   the second term is the attention scores and the weighted sum (QKᵀ and AV, 2·T·width each,
   x3 for the backward pass). As in PaLM, causal masking is not discounted.
 
-  `seq_len`: the model's sequence length for 'decoder' and 'encoder' (an int or a one-entry
-  dict); for 'encoder_decoder' a dict {'inputs': encoder length, 'targets': decoder length},
+  `seq_len`: the model's sequence length for 'decoder' and 'encoder' (an int, or a dict of task
+  feature lengths whose sum it is: prefix LM packs inputs and targets into one sequence); for 'encoder_decoder' a dict {'inputs': encoder length, 'targets': decoder length},
   and "per token" then means per (inputs + targets) token: FLOPs per example / (Ti + Tt).
   Cross-attention k/v run over the encoder tokens, q/o over the decoder tokens.
   """
@@ -197,13 +198,8 @@ def model_flops_per_token(model_config: ModelConfig, seq_len: int | Mapping[str,
   output_params = d * vocab
 
   if c.family in ("decoder", "encoder"):
-    if isinstance(seq_len, Mapping):
-      if len(seq_len) != 1:
-        raise ValueError(
-          f"model_flops_per_token: family {c.family!r} takes one sequence length, found {dict(seq_len)}"
-        )
-      (seq_len,) = seq_len.values()
-    length = int(seq_len)
+    # A decoder-only model sees inputs and targets concatenated (prefix LM).
+    length = sum(map(int, seq_len.values())) if isinstance(seq_len, Mapping) else int(seq_len)
     params = c.num_layers * layer_params + output_params
     if c.family == "encoder":
       params += d * d  # BERT's MLM head transform (dense d x d before the tied output)
@@ -312,8 +308,9 @@ _DISPLAY = (
   (("learning_rate", "lr"), "lr", "{:.1e}"),
   (("grad_norm", "gnorm"), "gnorm", "{:.2f}"),
 )
-# Derived by the logger itself (or passed in); never printed as plain scalars.
-_DERIVED = ("tokens_per_second", "mfu", "eta_seconds", "steps_per_second")
+# Derived by the logger itself (or passed in), or too noisy for the console (they stay in the
+# JSONL): never printed as plain scalars.
+_DERIVED = ("tokens_per_second", "mfu", "eta_seconds", "steps_per_second", "target_tokens")
 
 
 def format_count(value: float) -> str:
@@ -347,7 +344,10 @@ def format_scalars(scalars: Mapping[str, Any]) -> str:
         shown.add(name)
         break
   for name, value in scalars.items():
-    if name not in shown and name not in _DERIVED:
+    if name == "skipped_steps":  # the non-finite `skip` policy's counter: news only when > 0
+      if _to_number(value):
+        parts.append(f"skipped {_to_number(value)}")
+    elif name not in shown and name not in _DERIVED:
       parts.append(f"{name} {_to_number(value):.4g}")
   if scalars.get("tokens_per_second") is not None:
     parts.append(f"{format_count(scalars['tokens_per_second'])} tok/s")

@@ -255,6 +255,8 @@ def test_plot_metrics_reads_the_last_value_per_step(tmp_path, plot_metrics):
   assert series["loss"] == [(10, 4.0), (20, 3.0), (30, 2.5), (40, 2.0)]
   assert series["eval/loss"] == [(20, 3.1)]
   assert plot_metrics.default_keys(list(series)) == ["loss", "eval/loss"]
+  names = ["eval/loss", "train/loss", "train/z_loss", "eval/accuracy"]
+  assert plot_metrics.default_keys(names) == ["train/loss", "eval/loss"]
 
 
 def test_plot_metrics_draws_a_png(tmp_path, plot_metrics):

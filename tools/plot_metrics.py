@@ -48,8 +48,9 @@ def read_metrics(workdir: str) -> dict[str, list[tuple[int, float]]]:
 
 
 def default_keys(names: Sequence[str]) -> list[str]:
-  """The loss curves: every metric whose last path component is 'loss' (loss, eval/loss)."""
-  return sorted((n for n in names if n.split("/")[-1] == "loss"), key=lambda n: ("/" in n, n))
+  """The loss curves: every metric whose last path component is 'loss', training first."""
+  losses = [n for n in names if n.split("/")[-1] == "loss"]
+  return sorted(losses, key=lambda n: ("eval" in n.split("/")[:-1], n))
 
 
 def plot(workdirs: Sequence[str], out: str, keys: Sequence[str] = (), log_y: bool = False) -> int:
