@@ -1,0 +1,171 @@
+"""Preprocessors: the statistics and exact rules of each objective."""
+
+import numpy as np
+import pytest
+
+from t5x_lite.data import preprocessors as pp
+from t5x_lite.data.preprocessors import KEY, Context, Ragged
+from t5x_lite.data.registry import Feature
+from t5x_lite.data.vocabularies import ByteVocabulary
+
+VOCAB = ByteVocabulary(extra_ids=100)  # ordinary ids 3..258, sentinels 259..358
+
+
+def _examples(rows, seed=0):
+  return {
+    "targets": Ragged.from_rows(rows),
+    KEY: pp.derive_keys(np.uint64(seed), np.arange(len(rows))),
+  }
+
+
+def _random_documents(count, low, high, seed=0):
+  rng = np.random.default_rng(seed)
+  return [rng.integers(3, 259, rng.integers(low, high)) for _ in range(count)]
+
+
+@pytest.mark.parametrize(
+  "inputs_length, expected", [(512, (568, 114)), (128, (141, 29)), (256, (284, 58))]
+)
+def test_span_corruption_lengths(inputs_length, expected):
+  assert pp.span_corruption_lengths(inputs_length, 0.15, 3.0) == expected
+
+
+def test_noise_mask_statistics_and_rules():
+  mask = pp.random_spans_noise_mask(np.arange(2000, dtype=np.uint64), 568, 0.15, 3.0)
+  assert mask.shape == (2000, 568)
+  assert abs(mask.mean() - 0.15) <= 0.005
+  starts = mask & ~np.pad(mask[:, :-1], ((0, 0), (1, 0)))
+  assert abs(mask.sum() / starts.sum() - 3.0) <= 0.1
+  assert not mask[:, 0].any() and mask[:, -1].all()
+  assert (mask.sum(axis=1) == 85).all() and (starts.sum(axis=1) == 28).all()
+  # Span lengths vary (a random partition), and masks differ between keys.
+  assert len({tuple(np.flatnonzero(row)) for row in mask[:50]}) == 50
+
+
+def test_span_corruption_shapes_sentinels_and_exact_reconstruction():
+  documents = _random_documents(30, 50, 400)
+  context = Context(VOCAB, {"inputs": 512, "targets": 114})
+  out = pp.span_corruption(_examples(documents), context)
+  inputs, targets = out["inputs"], out["targets"]
+  raw = np.concatenate(documents)
+  rows = len(raw) // 568
+  assert len(inputs) == rows == len(targets) > 5
+  assert (inputs.lengths == 512).all() and (targets.lengths == 114).all()
+  for i in range(rows):
+    row_in, row_out = inputs.row(i), targets.row(i)
+    assert row_in[-1] == VOCAB.eos_id and row_out[-1] == VOCAB.eos_id
+    sentinels = row_in[row_in >= VOCAB.base_vocab_size]
+    # Unique sentinels from <extra_id_0> = vocab_size - 1 downward, in order.
+    np.testing.assert_array_equal(sentinels, VOCAB.vocab_size - 1 - np.arange(28))
+    spans = {}
+    is_sentinel = row_out[:-1] >= VOCAB.base_vocab_size
+    boundaries = np.flatnonzero(is_sentinel)
+    for a, b in zip(boundaries, list(boundaries[1:]) + [len(row_out) - 1]):
+      spans[row_out[a]] = row_out[a + 1 : b]
+    rebuilt = np.concatenate([spans[t] if t >= VOCAB.base_vocab_size else [t] for t in row_in[:-1]])
+    np.testing.assert_array_equal(rebuilt, raw[i * 568 : (i + 1) * 568])
+
+
+def test_mlm_selection_rates_and_special_tokens():
+  rows = _random_documents(800, 100, 200, seed=1)
+  cls_, sep = VOCAB.cls_id, VOCAB.sep_id
+  rows = [np.concatenate([[cls_], r, [sep, VOCAB.eos_id]]) for r in rows]
+  examples = {"inputs": Ragged.from_rows(rows), KEY: pp.derive_keys(np.uint64(3), np.arange(800))}
+  out = pp.mlm(examples, Context(VOCAB, {"inputs": 256}), mask_rate=0.15)
+  original = examples["inputs"].values
+  masked, targets = out["inputs"].values, out["targets"].values
+  special = np.isin(original, [cls_, sep, VOCAB.eos_id])
+  eligible = ~special
+  assert eligible.sum() >= 100_000
+  selected = targets > 0
+  assert not selected[special].any() and (masked[special] == original[special]).all()
+  assert (targets[selected] == original[selected]).all()
+  assert abs(selected.sum() / eligible.sum() - 0.15) <= 0.005
+  chosen = masked[selected]
+  as_mask = (chosen == VOCAB.mask_id).mean()
+  kept = (chosen == original[selected]).mean()
+  replaced = 1 - as_mask - kept
+  assert abs(as_mask - 0.8) <= 0.01 and abs(kept - 0.1) <= 0.01 and abs(replaced - 0.1) <= 0.01
+  random_tokens = chosen[(chosen != VOCAB.mask_id) & (chosen != original[selected])]
+  assert ((random_tokens >= 3) & (random_tokens < VOCAB.base_vocab_size)).all()
+  assert (masked[~selected] == original[~selected]).all()
+
+
+def test_nsp_pairs_structure_and_balance():
+  rng = np.random.default_rng(2)
+  # Document d is made of the token 3 + d only, so a segment names its document.
+  rows = [np.full(rng.integers(60, 3000), 3 + d) for d in range(250)]
+  out = pp.nsp_pairs(_examples(rows), Context(VOCAB, {"inputs": 64}))
+  labels = out["nsp_label"]
+  assert len(labels) > 4000
+  assert abs(labels.mean() - 0.5) <= 0.02
+  for i in range(300):
+    tokens, types = out["inputs"].row(i), out["token_type_ids"].row(i)
+    assert len(tokens) <= 64 and tokens[0] == VOCAB.cls_id and tokens[-1] == VOCAB.sep_id
+    first_sep = int(np.flatnonzero(tokens == VOCAB.sep_id)[0])
+    a, b = tokens[1:first_sep], tokens[first_sep + 1 : -1]
+    assert len(set(a)) == 1 and len(set(b)) == 1
+    assert (a[0] == b[0]) == (labels[i] == 0)
+    np.testing.assert_array_equal(
+      types, [0] * (first_sep + 1) + [1] * (len(tokens) - first_sep - 1)
+    )
+
+
+def test_prefix_lm_splits_inside_lengths():
+  documents = _random_documents(40, 2, 600, seed=4)
+  context = Context(VOCAB, {"inputs": 32, "targets": 48}, {"inputs": Feature(add_eos=False)})
+  out = pp.prefix_lm(_examples(documents), context)
+  inputs, targets = out["inputs"], out["targets"]
+  assert (inputs.lengths >= 1).all() and (inputs.lengths <= 32).all()
+  assert (targets.lengths >= 1).all() and (targets.lengths <= 47).all()
+  joined = np.concatenate([np.concatenate([i, t]) for i, t in zip(inputs.rows(), targets.rows())])
+  np.testing.assert_array_equal(joined, np.concatenate([d for d in documents if len(d) >= 2]))
+  assert len(set(inputs.lengths.tolist())) > 10  # split points are random
+
+
+def test_bart_denoise_infilling():
+  documents = _random_documents(60, 50, 120, seed=5)
+  context = Context(VOCAB, {"inputs": 128, "targets": 128})
+  out = pp.bart_denoise(_examples(documents), context, permute_sentences=False)
+  removed = []
+  for source, corrupted, target in zip(documents, out["inputs"].rows(), out["targets"].rows()):
+    np.testing.assert_array_equal(target, np.append(source, VOCAB.eos_id))
+    assert corrupted[-1] == VOCAB.eos_id and VOCAB.mask_id in corrupted
+    kept = corrupted[:-1][corrupted[:-1] != VOCAB.mask_id]
+    # Without permutation, the unmasked tokens are the source in order with gaps.
+    position = 0
+    for token in kept:
+      position = int(np.flatnonzero(source[position:] == token)[0]) + position + 1
+    removed.append(1 - len(kept) / len(source))
+  assert 0.2 <= np.mean(removed) <= 0.35
+
+
+def test_random_preprocessing_is_keyed_by_example():
+  documents = _random_documents(20, 600, 700, seed=6)
+  context = Context(VOCAB, {"inputs": 128})
+  first = pp.span_corruption(_examples(documents, seed=1), context)["inputs"].values
+  again = pp.span_corruption(_examples(documents, seed=1), context)["inputs"].values
+  other = pp.span_corruption(_examples(documents, seed=2), context)["inputs"].values
+  np.testing.assert_array_equal(first, again)
+  assert not np.array_equal(first, other)
+
+
+def test_basic_preprocessors():
+  context = Context(VOCAB, {"targets": 3}, {"targets": Feature(add_eos=True)})
+  examples = {"text": ["ab", "", "c"], KEY: np.arange(3, dtype=np.uint64)}
+  tokens = pp.tokenize(examples, context)
+  assert tokens["targets"].rows()[0].tolist() == [ord("a") + 3, ord("b") + 3]
+  nonempty = pp.filter_empty(tokens, context)
+  assert len(nonempty["targets"]) == 2 and nonempty[KEY].tolist() == [0, 2]
+  with_eos = pp.append_eos(nonempty, context)
+  assert [r.tolist() for r in with_eos["targets"].rows()] == [[100, 101, 1], [102, 1]]
+  trimmed = pp.trim(pp.append_eos(with_eos, context, fields=["targets"]), context)
+  assert trimmed["targets"].lengths.tolist() == [3, 3]
+  renamed = pp.rekey(trimmed, context, mapping={"inputs": "targets"})
+  assert "inputs" in renamed and "targets" not in renamed
+  with pytest.raises(KeyError, match="no column"):
+    pp.rekey(trimmed, context, mapping={"inputs": "missing"})
+  pieces = pp.causal_lm(
+    pp.tokenize({"text": ["abcdefg"], KEY: np.zeros(1, np.uint64)}, context), context
+  )
+  assert pieces["targets"].lengths.tolist() == [3, 3, 1]
