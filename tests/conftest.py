@@ -7,3 +7,36 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+import shutil  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pydoc_vocab_dir(tmp_path_factory):
+  """A workdir whose `vocab/` holds the default SentencePiece model, trained once per session."""
+  from t5x_lite import config as config_lib
+  from t5x_lite.data import pipeline
+
+  workdir = tmp_path_factory.mktemp("vocab_cache")
+  config = config_lib.get_config(
+    os.path.join(os.path.dirname(__file__), "..", "configs", "gpt.py:tiny")
+  )
+  pipeline.get_vocabulary(config, str(workdir))
+  return workdir
+
+
+@pytest.fixture(scope="session")
+def shared_vocab_workdir(pydoc_vocab_dir):
+  """Call with a workdir to give it the session's trained vocabulary (saves re-training)."""
+
+  def copy(workdir):
+    os.makedirs(workdir, exist_ok=True)
+    shutil.copytree(
+      os.path.join(pydoc_vocab_dir, "vocab"), os.path.join(workdir, "vocab"), dirs_exist_ok=True
+    )
+    return workdir
+
+  return copy
