@@ -1,0 +1,181 @@
+"""Text for `t5x-lite tasks list` and `t5x-lite tasks show NAME [-n 3]` (the CLI prints it).
+
+`show_task` runs one block of the task through every stage and prints the first examples after
+each preprocessor, decoded with sentinels (`<extra_id_k>`) and BERT specials visible, then the
+model features of the first packed rows and the packing efficiency (fraction of non-padding
+tokens) over a few batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from t5x_lite.data import pipeline, registry
+from t5x_lite.data.feature_converters import (
+  DecoderFeatureConverter,
+  EncDecFeatureConverter,
+  EncoderFeatureConverter,
+  FeatureConverter,
+)
+from t5x_lite.data.preprocessors import KEY, Ragged, span_corruption_lengths
+from t5x_lite.data.vocabularies import Vocabulary
+
+_TEXT_LIMIT = 400
+
+
+def _function_name(fn: Any) -> str:
+  inner = getattr(fn, "func", fn)
+  name = getattr(inner, "__name__", repr(inner))
+  keywords = getattr(fn, "keywords", None)
+  if keywords:
+    name += "(" + ", ".join(f"{k}={v!r}" for k, v in keywords.items()) + ")"
+  return name
+
+
+def list_tasks(task_modules: tuple[str, ...] = ()) -> str:
+  """Registered tasks (source, preprocessors, features) and mixtures (rates)."""
+  registry.import_task_modules(task_modules)
+  lines = ["Tasks:"]
+  for name in registry.TaskRegistry.names():
+    task = registry.TaskRegistry.get(name)
+    steps = " -> ".join(_function_name(fn) for fn in task.preprocessors)
+    features = ", ".join(task.output_features)
+    lines.append(f"  {name:<28} {task.source!r}: {steps} => {features}")
+  lines.append("Mixtures:")
+  names = registry.MixtureRegistry.names()
+  for name in names:
+    mixture = registry.MixtureRegistry.get(name)
+    rates = ", ".join(f"{t} {r:.3g}" for t, r in zip(mixture.tasks, mixture.normalized_rates()))
+    lines.append(f"  {name:<28} {rates}")
+  if not names:
+    lines.append("  (none)")
+  return "\n".join(lines)
+
+
+def decode(vocabulary: Vocabulary, ids: np.ndarray, specials: Mapping[int, str]) -> str:
+  """Text of `ids` with the ids in `specials` shown by name (e.g. [MASK]), padding dropped."""
+  out, run = [], []
+  for i in np.asarray(ids).tolist():
+    if i in specials:
+      if run:
+        out.append(vocabulary.decode(run))
+        run = []
+      out.append(specials[i])
+    elif i != vocabulary.pad_id:
+      run.append(i)
+  if run:
+    out.append(vocabulary.decode(run))
+  return "".join(out)
+
+
+def _clip(text: str) -> str:
+  text = text.replace("\n", "⏎")
+  return text if len(text) <= _TEXT_LIMIT else text[:_TEXT_LIMIT] + f"… ({len(text)} chars)"
+
+
+def _is_bert(task: registry.Task) -> bool:
+  return "token_type_ids" in task.output_features
+
+
+def default_converter(task: registry.Task, pack: bool = True) -> FeatureConverter:
+  """The converter of the model family a task is usually trained with."""
+  if _is_bert(task):
+    return EncoderFeatureConverter(pack)
+  if "inputs" in task.output_features:
+    return EncDecFeatureConverter(pack)
+  return DecoderFeatureConverter(pack)
+
+
+def task_feature_lengths(task: registry.Task, configured: Mapping[str, int]) -> dict[str, int]:
+  """The configured lengths, completed with small defaults for features the task needs."""
+  lengths = dict(configured)
+  names = [_function_name(fn) for fn in task.preprocessors]
+  if "inputs" in task.output_features and "inputs" not in lengths:
+    lengths["inputs"] = 128
+  if any(n.startswith("span_corruption") for n in names):
+    lengths["targets"] = span_corruption_lengths(lengths["inputs"])[1]
+  elif not _is_bert(task):
+    lengths.setdefault("targets", 128)
+  return {k: v for k, v in lengths.items() if k in task.output_features}
+
+
+def _describe(examples: Mapping[str, Any], count: int, vocabulary, specials) -> list[str]:
+  lines = []
+  for i in range(count):
+    lines.append(f"    [{i}]")
+    for name, column in examples.items():
+      if name == KEY:
+        continue
+      if isinstance(column, Ragged) and name not in ("inputs", "targets"):
+        shown = np.array2string(column.row(i)[:24], max_line_width=200)
+        lines.append(f"      {name}: {shown}{' …' if column.lengths[i] > 24 else ''}")
+      elif isinstance(column, Ragged):
+        row = column.row(i)
+        lines.append(f"      {name} ({len(row)} ids): {_clip(decode(vocabulary, row, specials))}")
+      elif isinstance(column, np.ndarray):
+        lines.append(f"      {name}: {column[i]}")
+      else:
+        lines.append(f"      {name}: {_clip(str(column[i]))}")
+  return lines
+
+
+def show_task(
+  name: str,
+  config,
+  vocabulary: Vocabulary,
+  num_examples: int = 3,
+  split: str = "train",
+  feature_converter: FeatureConverter | None = None,
+  efficiency_batches: int = 20,
+) -> str:
+  """Examples of task `name` after every stage, the packed model features, packing efficiency."""
+  registry.import_task_modules(tuple(config.data.task_modules))
+  tasks, rates = registry.tasks_of(name)
+  lines = []
+  for task, rate in zip(tasks, rates):
+    converter = feature_converter or default_converter(task, bool(config.data.pack))
+    lengths = task_feature_lengths(task, config.data.feature_lengths)
+    specials = {vocabulary.eos_id: "</s>"}
+    uses_specials = ("mlm", "nsp_pairs", "bart_denoise")
+    if any(_function_name(fn).startswith(uses_specials) for fn in task.preprocessors):
+      specials = vocabulary.special_token_names()  # [CLS] [SEP] [MASK] by name
+      specials.pop(vocabulary.pad_id)
+    stream = pipeline.TaskStream(
+      task, split, vocabulary, converter, lengths, seed=int(config.data.seed)
+    )
+    header = f"Task {task.name}" + (f" (rate {rate:.3g})" if len(tasks) > 1 else "")
+    lines += [
+      header,
+      f"  source: {task.source!r}, split {split!r}",
+      f"  feature lengths: {lengths}",
+    ]
+    for stage, examples in stream.examples(0, stages=True):
+      count = min(num_examples, len(examples[KEY]))
+      lines.append(f"  after {stage}: {len(examples[KEY])} examples in the first block")
+      lines += _describe(examples, count, vocabulary, specials)
+    block = stream.block(0)
+    lines.append(f"  model features ({converter!r}), first rows of the first block:")
+    for row in range(min(num_examples, len(next(iter(block.values()))))):
+      lines.append(f"    [row {row}]")
+      for feature, values in block.items():
+        if feature.endswith("tokens"):
+          lines.append(f"      {feature}: {_clip(decode(vocabulary, values[row], specials))}")
+        else:
+          shown = np.array2string(values[row][:24], max_line_width=200)
+          lines.append(f"      {feature}: {shown}{' …' if values.shape[1] > 24 else ''}")
+    iterator = pipeline.DataIterator([stream], [1.0], batch_size=8)
+    used = total = 0
+    for _ in range(efficiency_batches):
+      batch = next(iterator)
+      for feature, values in batch.items():
+        if feature.endswith("segment_ids"):
+          used += int((values > 0).sum())
+          total += values.size
+    lines.append(
+      f"  packing efficiency: {used / total:.1%} non-padding tokens "
+      f"({efficiency_batches} batches of 8)"
+    )
+  return "\n".join(lines)
