@@ -125,14 +125,30 @@ def _describe(examples: Mapping[str, Any], count: int, vocabulary, specials) -> 
 def show_task(
   name: str,
   config,
-  vocabulary: Vocabulary,
+  vocabulary: Vocabulary | None = None,
   num_examples: int = 3,
   split: str = "train",
   feature_converter: FeatureConverter | None = None,
   efficiency_batches: int = 20,
+  task_modules: tuple[str, ...] = (),
+  workdir: str = "",
 ) -> str:
-  """Examples of task `name` after every stage, the packed model features, packing efficiency."""
-  registry.import_task_modules(tuple(config.data.task_modules))
+  """Examples of task `name` after every stage, the packed model features, packing efficiency.
+
+  Without `vocabulary`, the run's vocabulary for `name` is used: `config.data.vocab_path`, the
+  byte vocabulary, or SentencePiece trained on the task's corpus and cached in `workdir/vocab`
+  (the same model `t5x-lite train` would use with data.task = name and that workdir).
+  """
+  modules = tuple(config.data.task_modules) + tuple(task_modules)
+  registry.import_task_modules(modules)
+  if vocabulary is None:
+    if not workdir:
+      raise ValueError("show_task needs a vocabulary or a workdir to cache one in")
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      config.data.task = name
+      config.data.task_modules = modules
+    vocabulary = pipeline.get_vocabulary(config, workdir)
   tasks, rates = registry.tasks_of(name)
   lines = []
   for task, rate in zip(tasks, rates):

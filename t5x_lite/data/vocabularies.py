@@ -184,14 +184,17 @@ def train_sentencepiece(
   extra_ids: int,
   model_path: str,
   max_sentences: int = 300_000,
+  model_type: str = "unigram",
 ) -> SentencePieceVocabulary:
-  """Trains a unigram model of `vocab_size - extra_ids` pieces on `texts`; writes `model_path`.
+  """Trains a model of `vocab_size - extra_ids` pieces on `texts`; writes `model_path`.
 
   Texts are split into lines (SentencePiece's "sentences"); at most `max_sentences` are used so
   that first-use training takes seconds even on a large corpus.
   """
   import sentencepiece as spm
 
+  if model_type not in ("unigram", "bpe"):
+    raise ValueError(f"model_type={model_type!r}: expected 'unigram' or 'bpe'")
   base_size = vocab_size - extra_ids
   if base_size < 4:
     raise ValueError(
@@ -214,7 +217,7 @@ def train_sentencepiece(
       sentence_iterator=sentences(),
       model_writer=buffer,
       vocab_size=base_size,
-      model_type="unigram",
+      model_type=model_type,
       pad_id=PAD_ID,
       eos_id=EOS_ID,
       unk_id=UNK_ID,
@@ -231,6 +234,26 @@ def train_sentencepiece(
     f.write(buffer.getvalue())
   os.replace(temporary, model_path)  # atomic: concurrent first uses never read a partial file
   return SentencePieceVocabulary(model_path, extra_ids)
+
+
+def train_sentencepiece_from_files(
+  input_patterns: str | Sequence[str],
+  out: str,
+  vocab_size: int = 32000,
+  extra_ids: int = 100,
+  model_type: str = "unigram",
+) -> str:
+  """`t5x-lite tokenizer train`: trains on text files (globs, gzip ok); writes `out`.model.
+
+  Returns the path written. Use it with `config.data.vocab_path` (and the same extra_ids).
+  """
+  from t5x_lite.data.sources import TextFileSource
+
+  source = TextFileSource(input_patterns, mode="file")
+  path = out if out.endswith(".model") else out + ".model"
+  texts = (source._read(i)["text"] for i in range(len(source._ids())))
+  train_sentencepiece(texts, vocab_size, extra_ids, path, model_type=model_type)
+  return path
 
 
 def cache_key(**settings) -> str:
