@@ -200,3 +200,37 @@ def test_tfds_adapter_with_a_fake_data_source():
   train, validation = _all(hashed.split("train")), _all(hashed.split("validation"))
   assert sorted(d["text"] for d in train + validation) == sorted(splits["train"])
   assert validation and train
+
+
+def test_tfds_source_on_a_tiny_prepared_dataset(tmp_path):
+  # Runs where the 'tfds' extra is installed (tensorflow-datasets, which works without
+  # TensorFlow): builds a two-split ArrayRecord dataset and reads it with tfds.data_source.
+  tfds = pytest.importorskip("tensorflow_datasets")
+  tfds.disable_progress_bar()
+
+  class T5xLiteTinyText(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+      features = tfds.features.FeaturesDict({"text": tfds.features.Text()})
+      return tfds.core.DatasetInfo(builder=self, features=features)
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {
+        "train": self._generate_examples(20, "doc"),
+        "validation": self._generate_examples(3, "val"),
+      }
+
+    def _generate_examples(self, count, prefix):
+      for i in range(count):
+        yield f"{prefix}{i}", {"text": f"{prefix} number {i}"}
+
+  T5xLiteTinyText(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+  source = sources.TfdsSource("t5x_lite_tiny_text", data_dir=str(tmp_path))
+  assert sorted(d["text"] for d in _all(source.split("train"))) == sorted(
+    f"doc number {i}" for i in range(20)
+  )
+  assert sorted(d["text"] for d in _all(source.split("validation"))) == [
+    f"val number {i}" for i in range(3)
+  ]
