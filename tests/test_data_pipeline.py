@@ -223,3 +223,47 @@ def test_mixture_rates_are_exact_and_deterministic(vocabulary):
   assert prefix_rows == 10
   again = pipeline.make_iterator(config, vocabulary, converter, "train", batch_size=8)
   assert all(_equal(a, b) for a, b in zip(batches, _batches(again, 5)))
+
+
+def test_worker_threads_give_the_same_stream(vocabulary):
+  converter = DecoderFeatureConverter()
+  plain = pipeline.make_iterator(_config(vocabulary), vocabulary, converter, "train", 8)
+  threaded = pipeline.make_iterator(
+    _config(vocabulary, num_workers=2), vocabulary, converter, "train", 8
+  )
+  assert all(_equal(a, b) for a, b in zip(_batches(plain, 12), _batches(threaded, 12)))
+  threaded.close()
+
+
+@pytest.mark.parametrize(
+  "task, lengths, converter, shapes",
+  [
+    (
+      "pydoc_span_corruption",
+      {"inputs": 128, "targets": 29},
+      EncDecFeatureConverter(),
+      {"encoder_input_tokens": (4, 128), "decoder_target_tokens": (4, 29)},
+    ),
+    (
+      "pydoc_mlm",
+      {"inputs": 64},
+      EncoderFeatureConverter(),
+      {"encoder_input_tokens": (4, 64), "nsp_labels": (4, 64)},
+    ),
+    (
+      "pydoc_prefix_lm",
+      {"inputs": 32, "targets": 32},
+      DecoderFeatureConverter(),
+      {"decoder_target_tokens": (4, 64), "decoder_loss_weights": (4, 64)},
+    ),
+  ],
+)
+def test_every_objective_streams_model_features(vocabulary, task, lengths, converter, shapes):
+  config = _config(vocabulary, task=task, feature_lengths=lengths)
+  batch = next(pipeline.make_iterator(config, vocabulary, converter, "train", batch_size=4))
+  for name, shape in shapes.items():
+    assert batch[name].shape == shape
+  assert all(v.dtype == (np.float32 if "weights" in k else np.int32) for k, v in batch.items())
+  if task == "pydoc_span_corruption":  # exactly full: one example per row, no padding
+    assert (batch["encoder_segment_ids"] == 1).all() and (batch["decoder_segment_ids"] == 1).all()
+    assert (batch["encoder_input_tokens"] >= vocabulary.sentinel_id(27)).any()
