@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import os
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grain
 import numpy as np
+from etils import epath
 
 from t5x_lite.data import registry
 from t5x_lite.data.feature_converters import FeatureConverter
@@ -59,11 +59,11 @@ def get_vocabulary(config, workdir: str) -> Vocabulary:
   tasks, _ = registry.tasks_of(data.task)
   names = sorted(t.name for t in tasks)
   key = cache_key(tasks=names, vocab_size=data.vocab_size, extra_ids=data.extra_ids, v=1)
-  path = os.path.join(workdir, "vocab", f"spm_{data.vocab_size}_{key}.model")
-  if os.path.exists(path):
-    return SentencePieceVocabulary(path, data.extra_ids)
+  path = epath.Path(workdir) / "vocab" / f"spm_{data.vocab_size}_{key}.model"  # local or gs://
+  if path.exists():
+    return SentencePieceVocabulary(path.read_bytes(), data.extra_ids)
   logger.info("Training a %d-id SentencePiece vocabulary on %s -> %s", data.vocab_size, names, path)
-  return train_sentencepiece(_training_texts(tasks), data.vocab_size, data.extra_ids, path)
+  return train_sentencepiece(_training_texts(tasks), data.vocab_size, data.extra_ids, str(path))
 
 
 def _training_texts(tasks: Sequence[registry.Task]):
@@ -137,12 +137,13 @@ class TaskStream:
     }
     history = [("source", examples)]
     for fn in self.task.preprocessors:
+      name = getattr(getattr(fn, "func", fn), "__name__", repr(fn))
       try:
         examples = fn(examples, self.context)
       except Exception as e:
-        name = getattr(fn, "func", fn).__name__ if callable(fn) else repr(fn)
-        raise type(e)(f"Task {self.task.name!r}, preprocessor {name}: {e}") from e
-      history.append((getattr(getattr(fn, "func", fn), "__name__", repr(fn)), examples))
+        e.add_note(f"in Task {self.task.name!r}, preprocessor {name}, block {block_index}")
+        raise
+      history.append((name, examples))
     missing = [
       name for name, f in self.task.output_features.items() if f.required and name not in examples
     ]

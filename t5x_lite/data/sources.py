@@ -77,6 +77,14 @@ class DocumentSource(abc.ABC):
   def splits(self) -> tuple[str, ...]:
     return SPLITS
 
+  def num_documents(self) -> int:
+    """Documents in the whole corpus (all splits)."""
+    return len(self._ids())
+
+  def document(self, index: int) -> dict[str, str]:
+    """Document `index` of the whole corpus, whatever its split."""
+    return self._read(index)
+
   def split(self, name: str) -> _Split:
     """Random-access documents of split `name` ('train' | 'validation')."""
     if name not in self.splits:

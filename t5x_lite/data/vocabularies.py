@@ -12,11 +12,13 @@ from __future__ import annotations
 import abc
 import hashlib
 import io
+import itertools
 import os
 import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+from etils import epath
 
 PAD_ID = 0
 EOS_ID = 1
@@ -88,7 +90,7 @@ class Vocabulary(abc.ABC):
     """Tokenizes many texts at once -> (flat int32 ids [total], lengths int64 [len(texts)])."""
     pieces = self._encode_batch(list(texts))
     lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
-    flat = np.fromiter((i for ids in pieces for i in ids), dtype=np.int32, count=int(lengths.sum()))
+    flat = np.fromiter(itertools.chain.from_iterable(pieces), np.int32, int(lengths.sum()))
     return flat, lengths
 
   def decode(self, ids: Iterable[int], show_eos: bool = False) -> str:
@@ -154,10 +156,10 @@ class SentencePieceVocabulary(Vocabulary):
     import sentencepiece as spm
 
     if isinstance(model, str):
-      if not os.path.exists(model):
+      path = epath.Path(model)  # local or gs://
+      if not path.exists():
         raise FileNotFoundError(f"SentencePiece model {model!r} does not exist")
-      with open(model, "rb") as f:
-        model = f.read()
+      model = path.read_bytes()
     self.model_proto = model
     self._processor = spm.SentencePieceProcessor(model_proto=model)
     found = (self._processor.pad_id(), self._processor.eos_id(), self._processor.unk_id())
@@ -228,12 +230,14 @@ def train_sentencepiece(
     )
   except RuntimeError as e:
     raise RuntimeError(f"SentencePiece training ({base_size} pieces) failed: {e}") from e
-  os.makedirs(os.path.dirname(os.path.abspath(model_path)), exist_ok=True)
-  temporary = f"{model_path}.tmp{os.getpid()}"
-  with open(temporary, "wb") as f:
-    f.write(buffer.getvalue())
-  os.replace(temporary, model_path)  # atomic: concurrent first uses never read a partial file
-  return SentencePieceVocabulary(model_path, extra_ids)
+  path = epath.Path(model_path)  # local or gs:// (a workdir on a bucket)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  temporary = path.parent / f"{path.name}.tmp{os.getpid()}"
+  temporary.write_bytes(buffer.getvalue())
+  # Training is deterministic, so hosts that train at once write identical files; the rename
+  # means a reader never sees a partial one.
+  temporary.rename(path)
+  return SentencePieceVocabulary(buffer.getvalue(), extra_ids)
 
 
 def train_sentencepiece_from_files(
@@ -251,7 +255,7 @@ def train_sentencepiece_from_files(
 
   source = TextFileSource(input_patterns, mode="file")
   path = out if out.endswith(".model") else out + ".model"
-  texts = (source._read(i)["text"] for i in range(len(source._ids())))
+  texts = (source.document(i)["text"] for i in range(source.num_documents()))
   train_sentencepiece(texts, vocab_size, extra_ids, path, model_type=model_type)
   return path
 
