@@ -32,7 +32,8 @@ from t5x_lite.data.vocabularies import (
   train_sentencepiece,
 )
 
-DOCUMENTS_PER_BLOCK = 32
+ROWS_PER_BLOCK = 64  # a block holds about this many rows' worth of tokens (packing quality)
+_CHARS_PER_TOKEN = 4  # rough, vocabulary-free estimate: block sizing must not need the vocabulary
 VOCAB_TRAINING_CHARS = 20_000_000  # enough text for a good vocabulary, a few seconds to train
 _MAX_EMPTY_BLOCKS = 1000
 _STATE_VERSION = 1
@@ -84,6 +85,19 @@ def _training_texts(tasks: Sequence[registry.Task]):
 # One task's stream of converted rows.
 
 
+def block_size_for(documents, row_length: int, sample: int = 64) -> int:
+  """Documents per block so that a block fills about ROWS_PER_BLOCK rows of `row_length`.
+
+  Packing is done per block, so a block needs many examples (short documents: large blocks),
+  while restoring recomputes one block (long documents: small blocks). Estimated from the first
+  `sample` documents of the split in stored order: deterministic, so a restore agrees.
+  """
+  count = min(sample, len(documents))
+  chars = sum(len(documents[i]["text"]) for i in range(count)) / max(count, 1)
+  tokens = max(chars / _CHARS_PER_TOKEN, 1.0)
+  return int(np.clip(round(ROWS_PER_BLOCK * row_length / tokens), 8, 4096))
+
+
 def _task_seed(seed: int, name: str) -> int:
   return int(mix64(np.uint64(seed) ^ np.uint64(zlib.crc32(name.encode()))) >> np.uint64(33))
 
@@ -101,21 +115,24 @@ class TaskStream:
     seed: int,
     shard_index: int = 0,
     shard_count: int = 1,
-    documents_per_block: int = DOCUMENTS_PER_BLOCK,
+    documents_per_block: int | None = None,
   ):
+    """`documents_per_block`: None sizes blocks from the corpus (`blocks_size_for`)."""
     if not 0 <= shard_index < shard_count:
       raise ValueError(f"shard_index={shard_index} is not in [0, shard_count={shard_count})")
     self.task = task
     self.converter = converter
     self.feature_lengths = dict(feature_lengths)
     self.shard_index, self.shard_count = shard_index, shard_count
-    self.documents_per_block = documents_per_block
     self.task_seed = _task_seed(seed, task.name)
     documents = task.source.split(split)
     self.num_documents = len(documents)
+    self.documents_per_block = documents_per_block or block_size_for(
+      documents, max(self.feature_lengths.values())
+    )
     stream = grain.MapDataset.source(documents).shuffle(seed=self.task_seed).repeat()
     self.documents = stream[shard_index::shard_count]  # this host's share, in stream order
-    self._blocks = self.documents.batch(documents_per_block, batch_fn=list)
+    self._blocks = self.documents.batch(self.documents_per_block, batch_fn=list)
     feature_vocabulary = next(
       (f.vocabulary for f in task.output_features.values() if f.vocabulary is not None), None
     )
@@ -263,6 +280,7 @@ class DataIterator(grain.DatasetIterator):
     return {
       "version": _STATE_VERSION,
       "tasks": [s.task.name for s in self._streams],
+      "documents_per_block": [s.documents_per_block for s in self._streams],
       "blocks": list(self._blocks),
       "rows": list(self._rows),
       "counts": list(self._counts),
@@ -274,6 +292,13 @@ class DataIterator(grain.DatasetIterator):
       raise ValueError(
         f"data iterator state is for tasks {state.get('tasks')} (version {state.get('version')}), "
         f"this pipeline reads {names} (version {_STATE_VERSION})"
+      )
+    sizes = [s.documents_per_block for s in self._streams]
+    if list(state["documents_per_block"]) != sizes:
+      raise ValueError(
+        f"data iterator state has blocks of {state['documents_per_block']} documents, this "
+        f"pipeline makes blocks of {sizes}: the corpus or feature lengths changed since the "
+        "checkpoint, so the stream cannot continue exactly"
       )
     self._blocks = [int(b) for b in state["blocks"]]
     self._rows = [int(r) for r in state["rows"]]
