@@ -267,3 +267,24 @@ def test_every_objective_streams_model_features(vocabulary, task, lengths, conve
   if task == "pydoc_span_corruption":  # exactly full: one example per row, no padding
     assert (batch["encoder_segment_ids"] == 1).all() and (batch["decoder_segment_ids"] == 1).all()
     assert (batch["encoder_input_tokens"] >= vocabulary.sentinel_id(27)).any()
+
+
+def test_vocabulary_choices_and_errors(vocabulary, tmp_path):
+  from t5x_lite.data.vocabularies import train_sentencepiece
+
+  config = base_config()
+  with config.unlocked():
+    config.data.vocab = "byte"
+  assert isinstance(pipeline.get_vocabulary(config, str(tmp_path)), ByteVocabulary)
+  path = tmp_path / "given.model"
+  path.write_bytes(vocabulary.model_proto)
+  with config.unlocked():
+    config.data.vocab, config.data.vocab_path = "sentencepiece", str(path)
+  assert pipeline.get_vocabulary(config, str(tmp_path)).encode("x = 1") == vocabulary.encode(
+    "x = 1"
+  )
+  assert not (tmp_path / "vocab").exists()  # nothing trained when vocab_path is given
+  with pytest.raises(RuntimeError, match=r"SentencePiece training \(924 pieces\) failed"):
+    train_sentencepiece(["a b c d"], 1024, 100, str(tmp_path / "tiny.model"))
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    SentencePieceVocabulary(str(tmp_path / "missing.model"))

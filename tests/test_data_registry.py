@@ -234,3 +234,16 @@ def test_tfds_source_on_a_tiny_prepared_dataset(tmp_path):
   assert sorted(d["text"] for d in _all(source.split("validation"))) == [
     f"val number {i}" for i in range(3)
   ]
+
+
+def test_empty_and_tiny_corpora(tmp_path):
+  (tmp_path / "empty.txt").write_text("")
+  empty = sources.TextFileSource(str(tmp_path / "*.txt"), mode="file")
+  with pytest.raises(ValueError, match="has no documents"):
+    empty.split("train")
+  (tmp_path / "empty.jsonl").write_text("\n")
+  with pytest.raises(ValueError, match="has no documents"):
+    sources.JsonlSource(str(tmp_path / "*.jsonl")).split("train")
+  # Two documents: the hash split still leaves one in each split.
+  two = sources.InMemorySource(["first", "second"], validation_fraction=0.01)
+  assert len(two.split("train")) == 1 and len(two.split("validation")) == 1

@@ -35,7 +35,7 @@ from t5x_lite.data.vocabularies import (
 ROWS_PER_BLOCK = 64  # a block holds about this many rows' worth of tokens (packing quality)
 _CHARS_PER_TOKEN = 4  # rough, vocabulary-free estimate: block sizing must not need the vocabulary
 VOCAB_TRAINING_CHARS = 20_000_000  # enough text for a good vocabulary, a few seconds to train
-_MAX_EMPTY_BLOCKS = 1000
+_MAX_EMPTY_BLOCKS = 100
 _STATE_VERSION = 1
 
 logger = logging.getLogger(__name__)

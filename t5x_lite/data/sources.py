@@ -32,10 +32,19 @@ def _mix64(values: np.ndarray) -> np.ndarray:
 
 
 def validation_mask(ids: Sequence[str], validation_fraction: float) -> np.ndarray:
-  """[len(ids)] bool: True for documents in the validation split (stable hash of the id)."""
+  """[len(ids)] bool: True for documents in the validation split (stable hash of the id).
+
+  With two or more documents both splits are non-empty: if the hash leaves one empty, the
+  document with the smallest (or largest) hash moves over, so a small corpus still evaluates.
+  """
   crc = np.fromiter((zlib.crc32(i.encode("utf-8")) for i in ids), np.uint64, count=len(ids))
   unit = (_mix64(crc) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-  return unit < validation_fraction
+  mask = unit < validation_fraction
+  if len(ids) >= 2 and not mask.any():
+    mask[np.argmin(unit)] = True
+  if len(ids) >= 2 and mask.all():
+    mask[np.argmax(unit)] = False
+  return mask
 
 
 class _Split:
@@ -92,7 +101,7 @@ class DocumentSource(abc.ABC):
     if self._masks is None:
       ids = self._ids()
       if not ids:
-        raise ValueError(f"{self!r} has no documents")
+        raise ValueError(f"{self!r} has no documents (empty files or no matching records)")
       self._masks = validation_mask(ids, self.validation_fraction)
     indices = np.flatnonzero(self._masks if name == "validation" else ~self._masks)
     if len(indices) == 0:
@@ -201,7 +210,8 @@ class TextFileSource(DocumentSource):
       raise ValueError(f"TextFileSource mode={mode!r}: expected one of {', '.join(self.MODES)}")
     self.patterns = patterns
     self.mode = mode
-    self._files = expand_patterns(patterns)
+    # Empty files are no documents (a corpus of only empty files is an error at split()).
+    self._files = [f for f in expand_patterns(patterns) if os.path.getsize(f) > 0]
     self._docs: list[tuple[str, str]] | None = None
 
   def _load(self) -> list[tuple[str, str]]:
