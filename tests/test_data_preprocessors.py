@@ -169,3 +169,15 @@ def test_basic_preprocessors():
     pp.tokenize({"text": ["abcdefg"], KEY: np.zeros(1, np.uint64)}, context), context
   )
   assert pieces["targets"].lengths.tolist() == [3, 3, 1]
+
+
+@pytest.mark.parametrize(
+  "name", ["causal_lm", "span_corruption", "prefix_lm", "nsp_pairs", "bart_denoise"]
+)
+def test_blocks_too_small_for_any_example(name):
+  # A block whose documents all got filtered, or are too short, yields no examples (no crash).
+  context = Context(VOCAB, {"inputs": 64, "targets": 64})
+  for rows in ([], [[5]]):
+    out = getattr(pp, name)(_examples(rows), context)
+    lengths = [len(column) for column in out.values() if isinstance(column, Ragged)]
+    assert lengths and set(lengths) == {0 if name != "causal_lm" or not rows else 1}

@@ -339,7 +339,9 @@ def random_spans_noise_mask(
   num_noise, num_spans = _noise_counts(length, noise_density, mean_noise_span_length)
   noise_lengths = _random_segmentation(keys, num_noise, num_spans, salt=1)
   nonnoise_lengths = _random_segmentation(keys, length - num_noise, num_spans, salt=2)
-  interleaved = np.stack([nonnoise_lengths, noise_lengths], axis=2).reshape(len(keys), -1)
+  interleaved = np.stack([nonnoise_lengths, noise_lengths], axis=2).reshape(
+    len(keys), 2 * num_spans
+  )
   run_ids = np.tile(np.arange(2 * num_spans), len(keys))
   return (np.repeat(run_ids, interleaved.reshape(-1)) % 2 == 1).reshape(len(keys), length)
 
@@ -380,9 +382,10 @@ def span_corruption(
   inputs = np.where(first_noise, sentinel_base - span_index, tokens)[~(noise & previous_noise)]
   targets = np.where(first_nonnoise, sentinel_base - run_index, tokens)[noise | first_nonnoise]
   eos = np.full((rows, 1), vocabulary.eos_id, np.int32)
-  inputs = np.concatenate([inputs.reshape(rows, -1).astype(np.int32), eos], axis=1)
-  targets = np.concatenate([targets.reshape(rows, -1).astype(np.int32), eos], axis=1)
-  assert inputs.shape[1] == inputs_length and targets.shape[1] == targets_length
+  inputs = np.concatenate([inputs.reshape(rows, inputs_length - 1).astype(np.int32), eos], axis=1)
+  targets = np.concatenate(
+    [targets.reshape(rows, targets_length - 1).astype(np.int32), eos], axis=1
+  )
   return {"inputs": Ragged.from_dense(inputs), "targets": Ragged.from_dense(targets), KEY: keys}
 
 
