@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from t5x_lite.config import base_config
-from t5x_lite.data import pipeline
+from t5x_lite.data import DataError, pipeline
 from t5x_lite.data.feature_converters import (
   DecoderFeatureConverter,
   EncDecFeatureConverter,
@@ -284,7 +284,7 @@ def test_vocabulary_choices_and_errors(vocabulary, tmp_path):
     "x = 1"
   )
   assert not (tmp_path / "vocab").exists()  # nothing trained when vocab_path is given
-  with pytest.raises(RuntimeError, match=r"SentencePiece training \(924 pieces\) failed"):
+  with pytest.raises(DataError, match=r"SentencePiece training \(924 pieces\) failed"):
     train_sentencepiece(["a b c d"], 1024, 100, str(tmp_path / "tiny.model"))
   with pytest.raises(FileNotFoundError, match="does not exist"):
     SentencePieceVocabulary(str(tmp_path / "missing.model"))

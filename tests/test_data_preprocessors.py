@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from t5x_lite.data import DataError
 from t5x_lite.data import preprocessors as pp
 from t5x_lite.data.preprocessors import KEY, Context, Ragged
 from t5x_lite.data.registry import Feature
@@ -163,7 +164,7 @@ def test_basic_preprocessors():
   assert trimmed["targets"].lengths.tolist() == [3, 3]
   renamed = pp.rekey(trimmed, context, mapping={"inputs": "targets"})
   assert "inputs" in renamed and "targets" not in renamed
-  with pytest.raises(KeyError, match="no column"):
+  with pytest.raises(DataError, match="no column"):
     pp.rekey(trimmed, context, mapping={"inputs": "missing"})
   pieces = pp.causal_lm(
     pp.tokenize({"text": ["abcdefg"], KEY: np.zeros(1, np.uint64)}, context), context

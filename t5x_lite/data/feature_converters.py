@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from t5x_lite.data import DataError
 from t5x_lite.data.preprocessors import (
   KEY,
   Ragged,
@@ -129,7 +130,7 @@ class FeatureConverter:
   def _require(self, examples: Mapping[str, Any], names: Sequence[str]) -> None:
     missing = [n for n in names if n not in examples]
     if missing:
-      raise KeyError(
+      raise DataError(
         f"{type(self).__name__} needs task features {missing}; the task produced "
         f"{[n for n in examples if n != KEY]}"
       )

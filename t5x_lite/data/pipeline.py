@@ -21,7 +21,7 @@ import grain
 import numpy as np
 from etils import epath
 
-from t5x_lite.data import registry
+from t5x_lite.data import DataError, registry
 from t5x_lite.data.feature_converters import FeatureConverter
 from t5x_lite.data.preprocessors import KEY, Context, derive_keys, mix64
 from t5x_lite.data.vocabularies import (
@@ -165,7 +165,7 @@ class TaskStream:
       name for name, f in self.task.output_features.items() if f.required and name not in examples
     ]
     if missing:
-      raise KeyError(
+      raise DataError(
         f"Task {self.task.name!r}: required output features {missing} are missing after the "
         f"preprocessors (found {[n for n in examples if n != KEY]})"
       )
@@ -245,7 +245,7 @@ class DataIterator(grain.DatasetIterator):
         if rows == 0:
           empty_blocks += 1
           if empty_blocks >= _MAX_EMPTY_BLOCKS:
-            raise RuntimeError(
+            raise DataError(
               f"Task {self._streams[task].task.name!r} produced no examples in "
               f"{_MAX_EMPTY_BLOCKS} blocks: its preprocessors drop everything"
             )

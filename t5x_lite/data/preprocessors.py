@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from t5x_lite.data import DataError
 from t5x_lite.data.vocabularies import Vocabulary
 
 KEY = "_key"  # per-example random key column (uint64)
@@ -128,7 +129,7 @@ class Context:
 
   def length(self, feature: str, preprocessor: str) -> int:
     if feature not in self.feature_lengths:
-      raise KeyError(
+      raise DataError(
         f"{preprocessor} needs data.feature_lengths[{feature!r}]; found {dict(self.feature_lengths)}"
       )
     return int(self.feature_lengths[feature])
@@ -229,7 +230,7 @@ def rekey(
   del context
   missing = [old for old in mapping.values() if old not in examples]
   if missing:
-    raise KeyError(f"rekey: no column {missing} (columns: {', '.join(examples)})")
+    raise DataError(f"rekey: no column {missing} (columns: {', '.join(examples)})")
   renamed = set(mapping.values())
   out = {k: v for k, v in examples.items() if k not in renamed}
   out.update({new: examples[old] for new, old in mapping.items()})

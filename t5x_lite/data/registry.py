@@ -17,10 +17,15 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from t5x_lite.data import DataError
 from t5x_lite.data.sources import DocumentSource
 from t5x_lite.data.vocabularies import Vocabulary
 
 TASK_FEATURES = ("inputs", "targets", "token_type_ids")
+
+
+class RegistryError(DataError):
+  """An unknown or duplicate Task/Mixture name, or a malformed Task or Mixture definition."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,18 +39,18 @@ class Feature:
 
 def _check_output_features(name: str, output_features: Any) -> dict[str, Feature]:
   if not isinstance(output_features, Mapping) or not output_features:
-    raise TypeError(
+    raise RegistryError(
       f"Task {name!r}: output_features must be a non-empty dict of feature name -> Feature, "
       f"found {output_features!r}"
     )
   for feature, spec in output_features.items():
     if feature not in TASK_FEATURES:
-      raise ValueError(
+      raise RegistryError(
         f"Task {name!r}: output feature {feature!r} is not a task feature; expected one of "
         f"{', '.join(TASK_FEATURES)}"
       )
     if not isinstance(spec, Feature):
-      raise TypeError(
+      raise RegistryError(
         f"Task {name!r}: output_features[{feature!r}] must be a Feature(...), "
         f"found {type(spec).__name__}"
       )
@@ -64,15 +69,15 @@ class Task:
 
   def __post_init__(self):
     if not isinstance(self.name, str) or not self.name:
-      raise ValueError(f"Task name must be a non-empty string, found {self.name!r}")
+      raise RegistryError(f"Task name must be a non-empty string, found {self.name!r}")
     if not isinstance(self.source, DocumentSource):
-      raise TypeError(
+      raise RegistryError(
         f"Task {self.name!r}: source must be a DocumentSource (see t5x_lite.data.sources), "
         f"found {type(self.source).__name__}"
       )
     for i, fn in enumerate(self.preprocessors):
       if not callable(fn):
-        raise TypeError(f"Task {self.name!r}: preprocessors[{i}]={fn!r} is not callable")
+        raise RegistryError(f"Task {self.name!r}: preprocessors[{i}]={fn!r} is not callable")
     object.__setattr__(
       self, "output_features", _check_output_features(self.name, self.output_features)
     )
@@ -91,17 +96,17 @@ class Mixture:
   def __post_init__(self):
     tasks = tuple(self.tasks)
     if not tasks:
-      raise ValueError(f"Mixture {self.name!r} has no tasks")
+      raise RegistryError(f"Mixture {self.name!r} has no tasks")
     if (self.rates is None) == (self.default_rate is None):
-      raise ValueError(f"Mixture {self.name!r}: give exactly one of rates= or default_rate=")
+      raise RegistryError(f"Mixture {self.name!r}: give exactly one of rates= or default_rate=")
     rates = dict(self.rates) if self.rates is not None else dict.fromkeys(tasks, self.default_rate)
     unknown = sorted(set(rates) - set(tasks))
     if unknown:
-      raise ValueError(f"Mixture {self.name!r}: rates for tasks not in the mixture: {unknown}")
+      raise RegistryError(f"Mixture {self.name!r}: rates for tasks not in the mixture: {unknown}")
     for task in tasks:
       rate = rates.get(task)
       if rate is None or not rate > 0:
-        raise ValueError(
+        raise RegistryError(
           f"Mixture {self.name!r}: task {task!r} needs a positive rate, found {rate}"
         )
     object.__setattr__(self, "tasks", tasks)
@@ -120,7 +125,7 @@ class _Registry:
 
   def add(self, entry: Any) -> Any:
     if entry.name in self._entries:
-      raise ValueError(
+      raise RegistryError(
         f"{self.kind} {entry.name!r} is already registered (remove it first to replace it)"
       )
     self._entries[entry.name] = entry
@@ -128,7 +133,7 @@ class _Registry:
 
   def get(self, name: str) -> Any:
     if name not in self._entries:
-      raise KeyError(unknown_name_message(name))
+      raise RegistryError(unknown_name_message(name))
     return self._entries[name]
 
   def names(self) -> list[str]:
@@ -146,9 +151,9 @@ class _TaskRegistry(_Registry):
 
   def add(self, task: Task) -> Task:
     if not isinstance(task, Task):
-      raise TypeError(f"TaskRegistry.add expects a Task, found {type(task).__name__}")
+      raise RegistryError(f"TaskRegistry.add expects a Task, found {type(task).__name__}")
     if task.name in MixtureRegistry:
-      raise ValueError(f"{task.name!r} is already registered as a Mixture")
+      raise RegistryError(f"{task.name!r} is already registered as a Mixture")
     return super().add(task)
 
 
@@ -157,12 +162,12 @@ class _MixtureRegistry(_Registry):
 
   def add(self, mixture: Mixture) -> Mixture:
     if not isinstance(mixture, Mixture):
-      raise TypeError(f"MixtureRegistry.add expects a Mixture, found {type(mixture).__name__}")
+      raise RegistryError(f"MixtureRegistry.add expects a Mixture, found {type(mixture).__name__}")
     if mixture.name in TaskRegistry:
-      raise ValueError(f"{mixture.name!r} is already registered as a Task")
+      raise RegistryError(f"{mixture.name!r} is already registered as a Task")
     missing = [t for t in mixture.tasks if t not in TaskRegistry]
     if missing:
-      raise KeyError(f"Mixture {mixture.name!r}: {unknown_name_message(missing[0])}")
+      raise RegistryError(f"Mixture {mixture.name!r}: {unknown_name_message(missing[0])}")
     return super().add(mixture)
 
 
@@ -188,7 +193,7 @@ def get_task_or_mixture(name: str) -> Task | Mixture:
     return TaskRegistry.get(name)
   if name in MixtureRegistry:
     return MixtureRegistry.get(name)
-  raise KeyError(unknown_name_message(name))
+  raise RegistryError(unknown_name_message(name))
 
 
 def tasks_of(name: str) -> tuple[list[Task], list[float]]:
@@ -224,7 +229,7 @@ def import_task_modules(modules: Sequence[str] = ()) -> None:
       try:
         importlib.import_module(module)
       except ModuleNotFoundError as e:
-        raise ModuleNotFoundError(
+        raise RegistryError(
           f"config.data.task_modules: cannot import {module!r} ({e}); give an importable "
           "module name or a path to a .py file"
         ) from e

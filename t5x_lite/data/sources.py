@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from t5x_lite.data import DataError
+
 SPLITS = ("train", "validation")
 
 
@@ -101,11 +103,11 @@ class DocumentSource(abc.ABC):
     if self._masks is None:
       ids = self._ids()
       if not ids:
-        raise ValueError(f"{self!r} has no documents (empty files or no matching records)")
+        raise DataError(f"{self!r} has no documents (empty files or no matching records)")
       self._masks = validation_mask(ids, self.validation_fraction)
     indices = np.flatnonzero(self._masks if name == "validation" else ~self._masks)
     if len(indices) == 0:
-      raise ValueError(
+      raise DataError(
         f"{self!r}: split {name!r} is empty (validation_fraction={self.validation_fraction})"
       )
     return _Split(self._read, indices, f"{self!r}[{name}]")
@@ -277,9 +279,9 @@ class JsonlSource(DocumentSource):
             try:
               record = json.loads(line)
             except json.JSONDecodeError as e:
-              raise ValueError(f"{path}:{n + 1}: not valid JSON: {e}") from None
+              raise DataError(f"{path}:{n + 1}: not valid JSON: {e}") from None
             if self.text_field not in record:
-              raise KeyError(
+              raise DataError(
                 f"{path}:{n + 1}: no field {self.text_field!r} (fields: {', '.join(record)})"
               )
             doc_id = str(record[self.id_field]) if self.id_field else f"{path}:{n}"
@@ -301,7 +303,7 @@ class JsonlSource(DocumentSource):
 def _record_text(record: Any, text_field: str | None, where: str) -> str:
   if isinstance(record, dict):
     if text_field not in record:
-      raise KeyError(f"{where}: no field {text_field!r} (fields: {', '.join(map(str, record))})")
+      raise DataError(f"{where}: no field {text_field!r} (fields: {', '.join(map(str, record))})")
     record = record[text_field]
   if isinstance(record, np.ndarray):
     record = record.item()

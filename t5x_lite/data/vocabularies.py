@@ -20,6 +20,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from etils import epath
 
+from t5x_lite.data import DataError
+
 PAD_ID = 0
 EOS_ID = 1
 UNK_ID = 2
@@ -229,7 +231,7 @@ def train_sentencepiece(
       minloglevel=2,  # no flood of trainer logs on stderr
     )
   except RuntimeError as e:
-    raise RuntimeError(f"SentencePiece training ({base_size} pieces) failed: {e}") from e
+    raise DataError(f"SentencePiece training ({base_size} pieces) failed: {e}") from e
   path = epath.Path(model_path)  # local or gs:// (a workdir on a bucket)
   path.parent.mkdir(parents=True, exist_ok=True)
   temporary = path.parent / f"{path.name}.tmp{os.getpid()}"
