@@ -13,6 +13,7 @@ one is ignored and cleaned up at the next start. Restore builds the target shard
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -29,6 +30,18 @@ from t5x_lite import config as config_lib
 
 class CheckpointError(RuntimeError):
   """A checkpoint is missing, incomplete or unreadable."""
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+  """Orbax logs harmless warnings through absl when reading one item of a step; hide them."""
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logger.setLevel(level)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,16 +223,26 @@ class Checkpointer:
     """Only the params of a step (fine-tuning, eval, generate)."""
     step = self._check_step(step)
     path = os.path.join(self.directory, str(step), "state")
-    checkpointer = ocp.StandardCheckpointer()
+    # Partial restore: only `params` is read, never the optimizer state (2x the params).
+    restore_args = jax.tree.map(
+      lambda s: (
+        ocp.ArrayRestoreArgs(sharding=s.sharding, global_shape=s.shape, dtype=s.dtype)
+        if getattr(s, "sharding", None) is not None
+        else ocp.RestoreArgs()
+      ),
+      abstract_params,
+    )
+    checkpointer = ocp.PyTreeCheckpointer()
     try:
-      metadata = checkpointer.metadata(path)
-      tree = metadata.item_metadata.tree if hasattr(metadata, "item_metadata") else metadata.tree
-      target = jax.tree.map(lambda x: x, tree)
-      target["params"] = abstract_params
-      for key in list(target):
-        if key != "params":
-          target[key] = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), target[key])
-      restored = checkpointer.restore(path, target)
+      with _quiet_absl():
+        restored = checkpointer.restore(
+          path,
+          args=ocp.args.PyTreeRestore(
+            item={"params": abstract_params},
+            restore_args={"params": restore_args},
+            partial_restore=True,
+          ),
+        )
     except Exception as e:  # noqa: BLE001
       raise CheckpointError(
         f"params of checkpoint step {step} in {self.directory} could not be "
@@ -242,7 +265,8 @@ def open_existing(path: str) -> Checkpointer:
     raise CheckpointError(
       f"no checkpoints at {path} (expected a workdir with checkpoints/ or a checkpoint directory)"
     )
-  checkpointer = Checkpointer(directory, read_only=True, async_save=False)
+  with _quiet_absl():  # read-only mode warns about the options it ignores
+    checkpointer = Checkpointer(directory, read_only=True, async_save=False)
   if not checkpointer.all_steps():
     raise CheckpointError(f"no complete checkpoint in {directory}")
   logging.info("checkpoints in %s: steps %s", directory, checkpointer.all_steps())

@@ -229,7 +229,7 @@ def load_params(checkpointer, model, config, step: int | None = None) -> Any:
 
   lengths = {k: int(v) for k, v in config.data.feature_lengths.items()}
   converter = model.feature_converter(config.data.pack)
-  model_lengths = converter.get_model_feature_lengths(lengths)
+  model_lengths = converter.model_feature_lengths(lengths)
   shapes = model.input_shapes(1, model_lengths)
   abstract = nn.unbox(jax.eval_shape(model.init, jax.random.key(0), shapes))
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])

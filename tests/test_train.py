@@ -99,8 +99,13 @@ def test_generate_is_deterministic_and_greedy_matches_no_cache(trained):
 
 
 def test_resume_is_bit_identical(tmp_path, shared_vocab_workdir):
-  """8 steps straight == 4 steps, stop, resume to 8: same loss at every step, same params."""
+  """8 steps straight == 4 steps, stop, resume to 8: same loss at every step, same params.
+
+  decay_steps is fixed so that both invocations see the same schedule (by default the decay
+  runs to train.steps, which differs between a 4-step and an 8-step invocation).
+  """
   common = {
+    "optimizer.decay_steps": "6",
     "train.log_every": "1",
     "train.checkpoint_every": "4",
     "train.eval_every": "0",

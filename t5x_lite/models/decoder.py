@@ -102,7 +102,7 @@ class DecoderModel(base.BaseModel):
 
   def feature_lengths(self, model_feature_lengths: Mapping[str, int]) -> dict[str, int]:
     lengths = dict(model_feature_lengths)
-    length = lengths.get("decoder_target_tokens", lengths.get("targets"))
+    length = lengths.get("decoder_target_tokens", lengths.get("decoder", lengths.get("targets")))
     if length is None:
       raise ValueError(
         f"decoder model feature lengths {lengths}: expected a 'decoder_target_tokens' length"
