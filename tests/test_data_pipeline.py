@@ -61,6 +61,7 @@ def test_byte_vocabulary():
   assert values.tolist() == [ord("h") + 3, 0xC3 + 3, 0xA9 + 3, ord("a") + 3]
   assert lengths.tolist() == [3, 1]
   assert vocabulary.decode([*values[:3].tolist(), 1, 358], show_eos=True) == "hé</s><extra_id_0>"
+  assert vocabulary.decode([359, 0, 0]) == "<id_359>"  # a padded-embedding id, padding dropped
 
 
 def test_decoder_packing_exact():

@@ -114,7 +114,8 @@ class Vocabulary(abc.ABC):
         continue
       if i >= self.base_vocab_size:
         flush()
-        out.append(f"<extra_id_{self.vocab_size - 1 - i}>")
+        # Ids past the vocabulary come from a padded embedding (e.g. 32128 rows for 32100 ids).
+        out.append(f"<extra_id_{self.vocab_size - 1 - i}>" if i < self.vocab_size else f"<id_{i}>")
         continue
       run.append(i)
     flush()
