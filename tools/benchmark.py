@@ -1,0 +1,727 @@
+"""Benchmarks of t5x_lite on this machine: each subcommand prints a table and writes JSON (--out).
+
+  step        one training step of a config (the loop's jitted train_step, AdamW by default):
+              compile time, median step time, tokens/s, model TFLOP/s, MFU against a matmul peak
+              measured here in the same dtype, peak memory.
+  compile     compile time of the gpt2_small-width decoder at several depths, scan on / off.
+  generate    decoding tokens/s with and without the KV cache (tiny and gpt2_small shapes).
+  checkpoint  how long an async Orbax save blocks the training loop, as a fraction of a step.
+  presets     on 8 fake CPU devices: step time of each sharding preset relative to `data`.
+  data        the data pipeline's throughput (tools/benchmark_data.py).
+
+  python tools/benchmark.py step --config configs/gpt.py:gpt2_small --batch 4 --length 256 \\
+      --dtype float32 --out step.json [--config.model.remat=full ...]
+
+See docs/benchmarks.md for the figures of this repository's CPU and how to read them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)
+
+
+def _fake_devices_from_argv(argv: list[str]) -> int:
+  """8 for `presets`, N for `--fake-devices N`, else 0 (read before jax is imported)."""
+  count = 8 if argv[:1] == ["presets"] else 0
+  for i, arg in enumerate(argv):
+    if arg == "--fake-devices" and i + 1 < len(argv):
+      count = int(argv[i + 1])
+    elif arg.startswith("--fake-devices="):
+      count = int(arg.split("=", 1)[1])
+  return count
+
+
+if __name__ == "__main__":
+  _count = _fake_devices_from_argv(sys.argv[1:])
+  if _count:
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={_count}".strip()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from t5x_lite import config as config_lib  # noqa: E402
+from t5x_lite import metrics as metrics_lib  # noqa: E402
+from t5x_lite import partitioning  # noqa: E402
+from t5x_lite.training import loop, optimizers  # noqa: E402
+from t5x_lite.training import state as state_lib  # noqa: E402
+from t5x_lite.training import step as step_lib  # noqa: E402
+
+# ---------------------------------------------------------------------------------------------
+# Machine, timing and memory.
+
+
+def machine_info() -> dict[str, Any]:
+  """CPU model, cores, jax version and devices: the context every figure needs."""
+  cpu = platform.processor() or ""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          cpu = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  device = jax.devices()[0]
+  return {
+    "cpu": cpu,
+    "cpu_count": os.cpu_count(),
+    "load_average_1m": os.getloadavg()[0],
+    "jax": jax.__version__,
+    "backend": jax.default_backend(),
+    "device_kind": device.device_kind,
+    "device_count": jax.device_count(),
+  }
+
+
+def _block(tree: Any) -> Any:
+  return jax.block_until_ready(tree)
+
+
+def peak_rss_bytes() -> int:
+  """High-water mark of this process's resident memory (Linux reports KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def device_peak_bytes() -> int | None:
+  """Peak device memory of device 0 where the backend reports it (GPU/TPU; not CPU)."""
+  stats = jax.devices()[0].memory_stats() or {}
+  return stats.get("peak_bytes_in_use")
+
+
+def measure_matmul_peak(mode: str, size: int = 4096, repeats: int = 5) -> tuple[float, float]:
+  """(FLOP/s of wall time, FLOP/s of this process's CPU time) of a [size, size]² matmul.
+
+  The best of `repeats` after a warm-up. mode 'float32': f32 operands; 'bfloat16': bf16
+  operands accumulated in f32 (what the models do with dtype bfloat16); 'bfloat16_out': bf16
+  in and out. The CPU-time rate is what the process gets per core-second it was given, so it
+  holds up when other jobs share the cores.
+  """
+  operand = jnp.float32 if mode == "float32" else jnp.bfloat16
+  accumulate = {"float32": None, "bfloat16": jnp.float32, "bfloat16_out": None}[mode]
+  keys = jax.random.split(jax.random.key(0))
+  a = jax.random.normal(keys[0], (size, size), operand)
+  b = jax.random.normal(keys[1], (size, size), operand)
+  matmul = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=accumulate))
+  _block(matmul(a, b))
+  walls, cpus = [], []
+  for _ in range(repeats):
+    wall, cpu = time.perf_counter(), time.process_time()
+    _block(matmul(a, b))
+    walls.append(time.perf_counter() - wall)
+    cpus.append(time.process_time() - cpu)
+  flops = 2 * size**3
+  return flops / min(walls), flops / min(cpus)
+
+
+# ---------------------------------------------------------------------------------------------
+# Config, synthetic batch, state and the jitted step (as training/loop.py builds them).
+
+
+def load_config(
+  spec: str,
+  overrides: list[tuple[str, str]],
+  *,
+  batch: int | None = None,
+  lengths: dict[str, int] | None = None,
+  dtype: str | None = None,
+):
+  """The config file with overrides, the benchmark's batch / lengths / dtype, validated."""
+  config = config_lib.get_config(spec, overrides, validate_config=False)
+  with config.unlocked():
+    if batch is not None:
+      config.train.batch_size = batch
+    if lengths:
+      config.data.feature_lengths = dict(lengths)
+    if dtype is not None:
+      config.model.dtype = dtype
+    config.train.microbatches = config.train.microbatches or 1
+  config_lib.validate(config, num_devices=1)
+  return config
+
+
+def parse_lengths(text: str, config) -> dict[str, int]:
+  """'256' (the config's only feature) or 'inputs=512,targets=114' -> {feature: length}."""
+  current = dict(config.data.feature_lengths)
+  if "=" not in text:
+    if len(current) != 1:
+      raise SystemExit(
+        f"--length {text}: the config has features {sorted(current)}; "
+        "use --length inputs=512,targets=114"
+      )
+    return {next(iter(current)): int(text)}
+  lengths = {}
+  for part in text.split(","):
+    name, _, value = part.partition("=")
+    lengths[name.strip()] = int(value)
+  return lengths
+
+
+def synthetic_batch(model, batch: int, lengths: dict[str, int], vocab: int, seed: int = 0):
+  """A packed batch of every model feature: each row holds two documents (segments 1, 2).
+
+  Tokens are uniform in [3, vocab); loss weights are 1 on every token (the FLOPs of the loss do
+  not depend on which tokens count); positions restart at each document.
+  """
+  rng = np.random.default_rng(seed)
+  batch_data = {}
+  for name, shape in model.input_shapes(batch, lengths).items():
+    rows, length = shape.shape[0], shape.shape[-1]
+    half = max(1, length // 2)
+    if name.endswith("segment_ids"):
+      value = np.where(np.arange(length) < half, 1, 2)
+      value = np.broadcast_to(value, (rows, length))
+    elif name.endswith("positions"):
+      index = np.arange(length)
+      value = np.broadcast_to(np.where(index < half, index, index - half), (rows, length))
+    elif name.endswith("loss_weights"):
+      value = np.ones((rows, length))
+    elif name.endswith("token_type_ids"):
+      value = np.broadcast_to((np.arange(length) >= half).astype(int), (rows, length))
+    elif name == "nsp_labels":
+      value = rng.integers(0, 2, shape.shape)
+    else:  # *_tokens
+      value = rng.integers(3, vocab, (rows, length))
+    batch_data[name] = np.ascontiguousarray(value, dtype=shape.dtype).reshape(shape.shape)
+  return batch_data
+
+
+def build_step(config, devices=None):
+  """(jitted train_step, state, batch, rng, mesh, rules) for `config` on `devices`.
+
+  The step is jitted exactly as training/loop.py does: in/out shardings from the logical rules,
+  the state donated.
+  """
+  mesh = partitioning.make_mesh(config, devices)
+  rules = partitioning.logical_rules(config)
+  batch_sharding = partitioning.batch_sharding(mesh, rules)
+  model = loop.build_model(config)
+  lengths = {k: int(v) for k, v in config.data.feature_lengths.items()}
+  per_step = config.train.batch_size // config.train.microbatches
+  input_shapes = model.input_shapes(per_step, lengths)
+  optimizer, schedule = optimizers.make_optimizer(config)
+  init_rng = jax.random.key(config.train.seed)
+
+  def init_params():
+    return model.init(init_rng, input_shapes)
+
+  state, state_shardings = state_lib.init_sharded(init_params, optimizer, mesh, rules)
+  replicated = partitioning.replicated(mesh)
+  train_step = jax.jit(
+    functools.partial(
+      step_lib.train_step,
+      model=model,
+      optimizer=optimizer,
+      schedule=schedule,
+      microbatches=config.train.microbatches,
+      rules=rules,
+    ),
+    in_shardings=(state_shardings, batch_sharding, replicated),
+    out_shardings=(state_shardings, replicated),
+    donate_argnums=(0,),
+  )
+  numpy_batch = synthetic_batch(model, config.train.batch_size, lengths, config.model.vocab_size)
+  batch = partitioning.make_global_batch(numpy_batch, batch_sharding)
+  return train_step, state, batch, jax.random.key(1), mesh, rules
+
+
+def tokens_per_step(config) -> int:
+  return config.train.batch_size * sum(int(v) for v in config.data.feature_lengths.values())
+
+
+def bench_step(config, *, steps: int, warmup: int, devices=None) -> dict[str, Any]:
+  """Compile time and the median step time after `warmup` steps, and the rates derived.
+
+  `model_tflops` counts wall time; `model_tflops_per_cpu_s` counts this process's CPU time
+  (FLOPs per core-second it got), which other jobs on shared cores disturb less.
+  """
+  train_step, state, batch, rng, mesh, rules = build_step(config, devices)
+  with partitioning.use_mesh(mesh, rules):
+    start = time.perf_counter()
+    compiled = train_step.lower(state, batch, rng).compile()
+    compile_s = time.perf_counter() - start
+    times, cpu_times = [], []
+    for i in range(warmup + steps):
+      start, cpu = time.perf_counter(), time.process_time()
+      state, step_metrics = compiled(state, batch, rng)
+      _block((state, step_metrics))
+      if i >= warmup:
+        times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu)
+  loss = step_lib.finalize_metrics(step_metrics)["loss"]
+  step_s = statistics.median(times)
+  tokens = tokens_per_step(config)
+  lengths = {k: int(v) for k, v in config.data.feature_lengths.items()}
+  flops_per_token = metrics_lib.model_flops_per_token(config_lib.model_config(config), lengths)
+  model_flops = flops_per_token * tokens / step_s
+  num_devices = mesh.devices.size
+  result = {
+    "family": config.model.family,
+    "dtype": config.model.dtype,
+    "optimizer": config.optimizer.name,
+    "batch": config.train.batch_size,
+    "lengths": lengths,
+    "devices": num_devices,
+    "compile_s": compile_s,
+    "step_s": step_s,
+    "step_s_min": min(times),
+    "step_s_max": max(times),
+    "step_cpu_s": statistics.median(cpu_times),
+    "steps_timed": len(times),
+    "tokens_per_step": tokens,
+    "tokens_per_s": tokens / step_s,
+    "flops_per_token": flops_per_token,
+    "model_tflops": model_flops / 1e12,
+    "model_tflops_per_cpu_s": flops_per_token * tokens / statistics.median(cpu_times) / 1e12,
+    "loss_last": loss,
+    "peak_rss_gib": peak_rss_bytes() / 2**30,
+    "device_peak_gib": (device_peak_bytes() or 0) / 2**30 or None,
+  }
+  return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Subcommands.
+
+
+def _peak_for(dtype: str, args) -> tuple[float, float | None, str]:
+  """(peak FLOP/s, peak FLOP/s per CPU-second or None, source) of one device in `dtype`:
+  --peak-tflops, a known accelerator's table entry, or a matmul measured here."""
+  if args.peak_tflops:
+    return args.peak_tflops * 1e12, None, "given"
+  known = metrics_lib.peak_flops_per_device(dtype)
+  if known:
+    return known, None, "table"
+  wall, cpu = measure_matmul_peak(dtype, args.peak_size)
+  return wall, cpu, f"measured {args.peak_size}^3 matmul"
+
+
+def cmd_step(args, overrides) -> dict[str, Any]:
+  config = config_lib.get_config(args.config, overrides, validate_config=False)
+  lengths = parse_lengths(args.length, config) if args.length else None
+  config = load_config(args.config, overrides, batch=args.batch, lengths=lengths, dtype=args.dtype)
+  peak, peak_cpu, peak_source = _peak_for(config.model.dtype, args)
+  devices = None
+  if args.preset:
+    with config.unlocked():
+      config.mesh.update(partitioning.PRESETS[args.preset])
+  else:
+    devices = jax.devices()[:1]
+  result = bench_step(config, steps=args.steps, warmup=args.warmup, devices=devices)
+  result.update(config=args.config, overrides=dict(overrides), preset=args.preset)
+  if peak_cpu is not None:  # measured: again after the steps, the load may have changed
+    wall, cpu = measure_matmul_peak(config.model.dtype, args.peak_size)
+    result["peak_tflops_before_after"] = (peak / 1e12, wall / 1e12)
+    peak, peak_cpu = (peak + wall) / 2, (peak_cpu + cpu) / 2
+    result["peak_tflops_per_cpu_s"] = peak_cpu / 1e12
+    result["mfu_cpu_time"] = result["model_tflops_per_cpu_s"] * 1e12 / peak_cpu
+  # Fake CPU devices share the machine's cores: the machine's peak is the peak of them all.
+  devices_peak = 1 if jax.default_backend() == "cpu" else result["devices"]
+  result["peak_tflops"] = peak / 1e12
+  result["peak_source"] = peak_source
+  result["mfu"] = result["model_tflops"] * 1e12 / (peak * devices_peak)
+  rows = [
+    ("config", f"{args.config} {' '.join(f'{k}={v}' for k, v in overrides)}".strip()),
+    ("batch x lengths", f"{result['batch']} x {result['lengths']}"),
+    ("dtype / optimizer", f"{result['dtype']} / {result['optimizer']}"),
+    ("devices", f"{result['devices']} ({args.preset or 'single device'})"),
+    ("compile", f"{result['compile_s']:.1f} s"),
+    (
+      "step (median)",
+      f"{result['step_s'] * 1e3:.0f} ms (min {result['step_s_min'] * 1e3:.0f}, "
+      f"max {result['step_s_max'] * 1e3:.0f}, n={result['steps_timed']})",
+    ),
+    ("tokens/s", f"{result['tokens_per_s']:.0f}"),
+    ("model TFLOP/s", f"{result['model_tflops']:.3f}"),
+    ("peak TFLOP/s", f"{result['peak_tflops']:.3f} ({peak_source})"),
+    ("MFU", f"{100 * result['mfu']:.1f}%"),
+    ("MFU by CPU time", f"{100 * result.get('mfu_cpu_time', float('nan')):.1f}%"),
+    ("step CPU time / wall", f"{result['step_cpu_s'] / result['step_s']:.2f} cores"),
+    ("peak RSS", f"{result['peak_rss_gib']:.2f} GiB"),
+  ]
+  if result["device_peak_gib"]:
+    rows.append(("device peak memory", f"{result['device_peak_gib']:.2f} GiB"))
+  _print_table(["metric", "value"], rows)
+  return result
+
+
+def cmd_peak(args, overrides) -> dict[str, Any]:
+  del overrides
+  result = {}
+  for mode in ("float32", "bfloat16", "bfloat16_out"):
+    result[mode] = [x / 1e12 for x in measure_matmul_peak(mode, args.peak_size)]
+  names = {
+    "float32": "float32",
+    "bfloat16": "bf16 operands, f32 accum",
+    "bfloat16_out": "bf16 in/out",
+  }
+  _print_table(
+    ["matmul mode", "TFLOP/s", "TFLOP per CPU-s"],
+    [(names[m], f"{w:.3f}", f"{c:.3f}") for m, (w, c) in result.items()],
+  )
+  return {"size": args.peak_size, "tflops": result}
+
+
+def _compile_seconds(config) -> tuple[float, float]:
+  """(trace + lower seconds, XLA compile seconds) of the train step, from abstract state only."""
+  mesh = partitioning.make_mesh(config, jax.devices()[:1])
+  rules = partitioning.logical_rules(config)
+  model = loop.build_model(config)
+  lengths = {k: int(v) for k, v in config.data.feature_lengths.items()}
+  shapes = model.input_shapes(config.train.batch_size, lengths)
+  optimizer, schedule = optimizers.make_optimizer(config)
+
+  def init_params():
+    return model.init(jax.random.key(0), shapes)
+
+  abstract_boxed = jax.eval_shape(init_params)
+  shardings = state_lib.state_shardings(abstract_boxed, optimizer, mesh, rules)
+  abstract = state_lib.abstract_state(init_params, optimizer, shardings)
+  step = jax.jit(
+    functools.partial(
+      step_lib.train_step, model=model, optimizer=optimizer, schedule=schedule, rules=rules
+    ),
+    donate_argnums=(0,),
+  )
+  with partitioning.use_mesh(mesh, rules):
+    start = time.perf_counter()
+    lowered = step.lower(abstract, shapes, jax.random.key(0))
+    lowered_at = time.perf_counter()
+    lowered.compile()
+    return lowered_at - start, time.perf_counter() - lowered_at
+
+
+def cmd_compile(args, overrides) -> dict[str, Any]:
+  results = []
+  for layers in args.layers:
+    for scan in args.scan:
+      config = load_config(
+        args.config, overrides, batch=args.batch, lengths={"targets": args.length}
+      )
+      with config.unlocked():
+        config.model.num_layers = layers
+        config.model.scan_layers = scan == "on"
+      lower_s, compile_s = _compile_seconds(config)
+      results.append({"layers": layers, "scan": scan, "lower_s": lower_s, "compile_s": compile_s})
+      print(
+        f"  layers {layers:3d} scan {scan:3s}: lower {lower_s:.1f} s, compile {compile_s:.1f} s"
+      )
+  _print_table(
+    ["layers", "scan", "trace+lower s", "XLA compile s", "total s"],
+    [
+      (r["layers"], r["scan"], f"{r['lower_s']:.1f}", f"{r['compile_s']:.1f}",
+       f"{r['lower_s'] + r['compile_s']:.1f}")
+      for r in results
+    ],
+  )  # fmt: skip
+  return {"config": args.config, "batch": args.batch, "length": args.length, "runs": results}
+
+
+def _random_params(model, lengths: dict[str, int]):
+  import flax.linen as nn  # noqa: PLC0415 - only to unbox
+
+  shapes = model.input_shapes(1, lengths)
+  return nn.unbox(jax.jit(model.init)(jax.random.key(0), shapes))
+
+
+def cmd_generate(args, overrides) -> dict[str, Any]:
+  from t5x_lite import decoding  # noqa: PLC0415
+
+  runs = []
+  for spec in args.configs:
+    config = load_config(spec, overrides)
+    model = loop.build_model(config)
+    params = _random_params(model, {"targets": 8})
+    for batch in args.batches:
+      prompts = np.random.default_rng(0).integers(3, config.model.vocab_size, (batch, args.prompt))
+      lengths = np.full((batch,), args.prompt, np.int32)
+      for use_cache in (True, False):
+        generate = functools.partial(
+          decoding.generate_tokens,
+          model,
+          params,
+          jnp.asarray(prompts, jnp.int32),
+          jnp.asarray(lengths),
+          jax.random.key(0),
+          max_new_tokens=args.new_tokens,
+          eos_id=-1,  # random weights may emit EOS early: never stop, time every token
+          use_cache=use_cache,
+        )
+        start = time.perf_counter()
+        _block(generate())
+        first_s = time.perf_counter() - start
+        times = []
+        for _ in range(args.repeats):
+          start = time.perf_counter()
+          _block(generate())
+          times.append(time.perf_counter() - start)
+        seconds = statistics.median(times)
+        runs.append(
+          {
+            "config": spec,
+            "batch": batch,
+            "prompt": args.prompt,
+            "new_tokens": args.new_tokens,
+            "kv_cache": use_cache,
+            "compile_and_first_s": first_s,
+            "seconds": seconds,
+            "tokens_per_s": batch * args.new_tokens / seconds,
+          }
+        )
+        print(f"  {spec} batch {batch} cache {use_cache}: {runs[-1]['tokens_per_s']:.1f} tok/s")
+  _print_table(
+    ["config", "batch", "KV cache", "new tokens/s", "s per call", "compile+first s"],
+    [
+      (r["config"], r["batch"], "on" if r["kv_cache"] else "off", f"{r['tokens_per_s']:.1f}",
+       f"{r['seconds']:.2f}", f"{r['compile_and_first_s']:.1f}")
+      for r in runs
+    ],
+  )  # fmt: skip
+  return {"prompt": args.prompt, "new_tokens": args.new_tokens, "runs": runs}
+
+
+def cmd_checkpoint(args, overrides) -> dict[str, Any]:
+  from t5x_lite import checkpoints  # noqa: PLC0415
+
+  config = config_lib.get_config(args.config, overrides, validate_config=False)
+  lengths = parse_lengths(args.length, config) if args.length else None
+  config = load_config(args.config, overrides, batch=args.batch, lengths=lengths)
+  train_step, state, batch, rng, mesh, rules = build_step(config, jax.devices()[:1])
+  directory = tempfile.mkdtemp(prefix="t5x_lite_benchmark_ckpt_")
+  checkpointer = checkpoints.Checkpointer(directory, keep=1, async_save=True)
+
+  def timed_step(state):
+    start = time.perf_counter()
+    state, step_metrics = train_step(state, batch, rng)
+    _block((state, step_metrics))
+    return state, time.perf_counter() - start
+
+  saves = []
+  with partitioning.use_mesh(mesh, rules):
+    for _ in range(args.warmup):
+      state, _ = timed_step(state)
+    baseline = []
+    for _ in range(args.steps):
+      state, seconds = timed_step(state)
+      baseline.append(seconds)
+    step_s = statistics.median(baseline)
+    for save_index in range(args.saves):
+      step = int(jax.device_get(state.step))
+      start = time.perf_counter()
+      checkpointer.save(step, state, {0: {}}, 1, config, force=True)
+      blocked_s = time.perf_counter() - start
+      after = []
+      for _ in range(args.steps_after):
+        state, seconds = timed_step(state)
+        after.append(seconds)
+      start = time.perf_counter()
+      checkpointer.wait()
+      wait_s = time.perf_counter() - start
+      saves.append(
+        {
+          "save": save_index,
+          "blocked_s": blocked_s,
+          "blocked_fraction_of_step": blocked_s / step_s,
+          "steps_after_s": after,
+          "slowdown_steps_after": (sum(after) - len(after) * step_s) / step_s,
+          "remaining_wait_s": wait_s,
+        }
+      )
+  checkpointer.close()
+  size = sum(
+    os.path.getsize(os.path.join(root, name))
+    for root, _, names in os.walk(directory)
+    for name in names
+  )
+  state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+  blocked = statistics.median(s["blocked_s"] for s in saves)
+  _print_table(
+    ["metric", "value"],
+    [
+      ("config", f"{args.config} batch {config.train.batch_size} {dict(config.data.feature_lengths)}"),
+      ("train state", f"{state_bytes / 2**20:.0f} MiB ({size / 2**20:.0f} MiB on disk, 1 step)"),
+      ("step (median, no save)", f"{step_s * 1e3:.0f} ms"),
+      ("save() blocks the loop (median)", f"{blocked * 1e3:.0f} ms = {100 * blocked / step_s:.1f}% of a step"),
+      ("slowdown of the next steps (mean)",
+       f"{100 * statistics.mean(s['slowdown_steps_after'] for s in saves):.0f}% of a step"),
+    ],
+  )  # fmt: skip
+  return {
+    "config": args.config,
+    "batch": config.train.batch_size,
+    "lengths": dict(config.data.feature_lengths),
+    "state_mib": state_bytes / 2**20,
+    "step_s": step_s,
+    "blocked_s_median": blocked,
+    "blocked_fraction_of_step": blocked / step_s,
+    "saves": saves,
+  }
+
+
+def cmd_presets(args, overrides) -> dict[str, Any]:
+  if jax.device_count() < 2:
+    raise SystemExit("presets needs several devices: run it as `benchmark.py presets ...`")
+  runs = []
+  for preset in args.presets:
+    config = config_lib.get_config(args.config, overrides, validate_config=False)
+    with config.unlocked():
+      config.train.batch_size = args.batch
+      config.data.feature_lengths = {"targets": args.length}
+      config.mesh.update(partitioning.PRESETS[preset])
+    config_lib.validate(config, num_devices=jax.device_count())
+    result = bench_step(config, steps=args.steps, warmup=args.warmup)
+    result["preset"] = preset
+    runs.append(result)
+    print(f"  {preset}: {result['step_s'] * 1e3:.0f} ms/step, compile {result['compile_s']:.0f} s")
+  base = runs[0]["step_s"]
+  for r in runs:
+    r["relative_to_first"] = r["step_s"] / base
+  _print_table(
+    ["preset", "step ms", f"vs {runs[0]['preset']}", "compile s", "tokens/s"],
+    [
+      (r["preset"], f"{r['step_s'] * 1e3:.0f}", f"{r['relative_to_first']:.2f}x",
+       f"{r['compile_s']:.1f}", f"{r['tokens_per_s']:.0f}")
+      for r in runs
+    ],
+  )  # fmt: skip
+  return {"config": args.config, "batch": args.batch, "length": args.length, "runs": runs}
+
+
+def cmd_data(args, overrides) -> dict[str, Any]:
+  del overrides
+  sys.path.insert(0, HERE)
+  try:
+    import benchmark_data  # noqa: PLC0415
+  except ImportError as e:
+    raise SystemExit(f"tools/benchmark_data.py is not importable: {e}") from e
+  kwargs = {"min_tokens": args.min_tokens}
+  if args.corpus:
+    kwargs["corpus"] = args.corpus
+  result = benchmark_data.run(**kwargs)
+  print(json.dumps(result, indent=2, default=str))
+  return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Output and command line.
+
+
+def _print_table(header: list[str], rows: list[tuple]) -> None:
+  cells = [list(map(str, header))] + [list(map(str, row)) for row in rows]
+  widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+  lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+  lines.insert(1, "-+-".join("-" * w for w in widths))
+  print("\n".join(lines), flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  sub = parser.add_subparsers(dest="command", required=True)
+
+  def add(name: str, help_text: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("--out", default="", help="write the results (and the machine) as JSON here")
+    p.add_argument("--fake-devices", type=int, default=0, help="fake CPU devices (set before jax)")
+    p.add_argument("--peak-size", type=int, default=4096, help="matmul size of the peak probe")
+    p.add_argument("--peak-tflops", type=float, default=0.0, help="use this peak, measure none")
+    return p
+
+  p = add("step", "one training step: time, tokens/s, TFLOP/s, MFU, memory")
+  p.add_argument("--config", default="configs/gpt.py:gpt2_small")
+  p.add_argument("--batch", type=int, default=4)
+  p.add_argument("--length", default="256", help="'256' or 'inputs=512,targets=114'")
+  p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
+  p.add_argument("--steps", type=int, default=10)
+  p.add_argument("--warmup", type=int, default=3)
+  p.add_argument("--preset", choices=tuple(partitioning.PRESETS), default="",
+                 help="shard over all devices with this mesh preset (default: one device)")  # fmt: skip
+
+  p = add("peak", "matmul FLOP/s in float32, bf16 with f32 accumulation, bf16 in/out")
+
+  p = add("compile", "compile time vs depth, scan on / off")
+  p.add_argument("--config", default="configs/gpt.py:gpt2_small")
+  p.add_argument("--layers", type=int, nargs="+", default=[6, 24])
+  p.add_argument("--scan", choices=("on", "off"), nargs="+", default=["on", "off"])
+  p.add_argument("--batch", type=int, default=4)
+  p.add_argument("--length", type=int, default=256)
+
+  p = add("generate", "decoding tokens/s with and without the KV cache")
+  p.add_argument(
+    "--configs", nargs="+", default=["configs/gpt.py:tiny", "configs/gpt.py:gpt2_small"]
+  )
+  p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+  p.add_argument("--prompt", type=int, default=16, help="prompt tokens")
+  p.add_argument("--new-tokens", type=int, default=32)
+  p.add_argument("--repeats", type=int, default=3)
+
+  p = add("checkpoint", "how long an async save blocks the loop")
+  p.add_argument("--config", default="configs/gpt.py:gpt2_small")
+  p.add_argument("--batch", type=int, default=4)
+  p.add_argument("--length", default="256")
+  p.add_argument("--steps", type=int, default=3)
+  p.add_argument("--warmup", type=int, default=2)
+  p.add_argument("--saves", type=int, default=3)
+  p.add_argument("--steps-after", type=int, default=2)
+
+  p = add("presets", "8 fake devices: step time of each sharding preset vs data parallel")
+  p.add_argument("--config", default="configs/gpt.py:gpt2_small")
+  p.add_argument("--presets", nargs="+", choices=tuple(partitioning.PRESETS),
+                 default=list(partitioning.PRESETS))  # fmt: skip
+  p.add_argument("--batch", type=int, default=8)
+  p.add_argument("--length", type=int, default=128)
+  p.add_argument("--steps", type=int, default=3)
+  p.add_argument("--warmup", type=int, default=1)
+
+  p = add("data", "data pipeline throughput (tools/benchmark_data.py)")
+  p.add_argument("--corpus", default="")
+  p.add_argument("--min-tokens", type=int, default=1_000_000)
+  return parser
+
+
+COMMANDS = {
+  "step": cmd_step,
+  "peak": cmd_peak,
+  "compile": cmd_compile,
+  "generate": cmd_generate,
+  "checkpoint": cmd_checkpoint,
+  "presets": cmd_presets,
+  "data": cmd_data,
+}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+  """Runs one subcommand; returns (and with --out writes) {'machine': ..., 'command': ...}."""
+  args, rest = _parser().parse_known_args(argv)
+  overrides = config_lib.parse_overrides(rest)
+  machine = machine_info()
+  print(
+    f"{machine['cpu']}, {machine['cpu_count']} cores, load {machine['load_average_1m']:.1f}, "
+    f"jax {machine['jax']} ({machine['backend']}, {machine['device_count']} devices)",
+    flush=True,
+  )
+  result = {"command": args.command, "machine": machine, **COMMANDS[args.command](args, overrides)}
+  result["machine"]["load_average_1m_end"] = os.getloadavg()[0]
+  if args.out:
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+      json.dump(result, f, indent=2, default=str)
+  return result
+
+
+if __name__ == "__main__":
+  main()
