@@ -55,7 +55,9 @@ def maybe_initialize_distributed(
     return
   if jax.distributed.is_initialized():
     return
-  if coordinator_address is not None and jax.default_backend() == "cpu":
+  if coordinator_address is not None:
+    # CPU processes (tests, CPU clusters) need gloo for cross-process collectives; the setting
+    # only affects the CPU backend. Querying the backend here would initialize it too early.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(
     coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id

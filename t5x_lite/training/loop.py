@@ -56,6 +56,7 @@ class DataStream:
         f"data.num_shards={num_shards}"
       )
     per_process = num_shards // process_count
+    self.split = split
     self.num_shards = num_shards
     self.shards = tuple(range(process_index * per_process, (process_index + 1) * per_process))
     rows = config.train.batch_size // num_shards
@@ -176,22 +177,29 @@ def evaluate(
   return results
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint. Returns final metrics."""
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, devices: list[jax.Device] | None = None
+) -> dict[str, Any]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint.
+
+  `devices`: the devices of the mesh (default: all). Returns the final step, eval metrics and
+  params (or {'preempted': True} after a SIGTERM).
+  """
   # -- config and workdir ---------------------------------------------------------------------
-  config_lib.validate(config, num_devices=jax.device_count())
+  devices = list(devices) if devices is not None else jax.devices()
+  config_lib.validate(config, num_devices=len(devices))
   _check_workdir(workdir)
   is_main = jax.process_index() == 0
   train_config = config.train
 
   # -- mesh ----------------------------------------------------------------------------------
-  mesh = partitioning.make_mesh(config)
+  mesh = partitioning.make_mesh(config, devices)
   rules = partitioning.logical_rules(config)
   batch_sharding = partitioning.batch_sharding(mesh, rules)
   logging.info(
     "mesh %s over %d devices (%d processes)",
     dict(mesh.shape),
-    jax.device_count(),
+    len(devices),
     jax.process_count(),
   )
 
@@ -213,6 +221,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # -- data ------------------------------------------------------------------------------------
   from t5x_lite.data import pipeline  # noqa: PLC0415
 
+  if jax.process_count() > 1:
+    # One process trains (or downloads) the vocabulary into the shared workdir; the others wait.
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    if is_main:
+      pipeline.get_vocabulary(config, workdir)
+    multihost_utils.sync_global_devices("t5x_lite:vocabulary")
   vocabulary = pipeline.get_vocabulary(config, workdir)
   if vocabulary.vocab_size > config.model.vocab_size:
     raise config_lib.ConfigError(
@@ -222,6 +237,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   model = build_model(config)
   converter = model.feature_converter(config.data.pack)
   train_stream = DataStream(config, vocabulary, converter, split="train", num_shards=num_shards)
+  logging.info(
+    "process %d reads data shards %s of %d", jax.process_index(), train_stream.shards, num_shards
+  )
   make_eval_stream = functools.partial(
     DataStream, config, vocabulary, converter, split="validation", num_shards=num_shards
   )
@@ -298,7 +316,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     is_main,
     tokens_per_step=train_config.batch_size * sum(seq_tokens.values()),
     flops_per_token=flops_per_token,
-    peak_flops=peak * jax.device_count() if peak else None,
+    peak_flops=peak * len(devices) if peak else None,
   )
   pending = []  # metrics of steps not yet logged (fetched at log steps: no sync per step)
   last_eval: dict[str, float] = {}
