@@ -12,8 +12,8 @@ setuptools.setup(
     package_data={"t5x_lite": ["configs/*.py"]},
     python_requires=">=3.10",
     install_requires=[
-        "jax>=0.4.35",
-        "flax>=0.10.0",
+        "jax>=0.7.0",  # jax.set_mesh, AxisType
+        "flax>=0.11.0",
         "optax>=0.2.3",
         "orbax-checkpoint>=0.10.0",
         "grain>=0.2.4",
@@ -25,7 +25,10 @@ setuptools.setup(
         "array-record>=0.5",
     ],
     extras_require={
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "tensorboardX>=2.6", "ruff>=0.5"],
+        # tensorflow-datasets reads ArrayRecord datasets without TensorFlow; the TFDS source test
+        # builds a tiny one.
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "tensorboardX>=2.6", "ruff>=0.5",
+                 "tensorflow-datasets>=4.9.6"],
         # The parity tests against Hugging Face. torch is pinned: an unpinned `torch` pulls a
         # multi-GB CUDA build; 2.13.0 has a CPU wheel.
         "hf": ["torch==2.13.0", "transformers>=4.40"],

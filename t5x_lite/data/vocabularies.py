@@ -227,7 +227,7 @@ def train_sentencepiece(
       eos_id=EOS_ID,
       unk_id=UNK_ID,
       bos_id=-1,
-      character_coverage=0.9995,
+      character_coverage=1.0,  # every character of the corpus (code needs "?", "{", ...)
       num_threads=2,
       minloglevel=2,  # no flood of trainer logs on stderr
     )
