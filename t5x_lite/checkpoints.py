@@ -122,6 +122,8 @@ class Checkpointer:
     async_save: bool = True,
     read_only: bool = False,
   ):
+    if "://" not in directory:  # Orbax (TensorStore) needs absolute local paths
+      directory = os.path.abspath(directory)
     self.directory = directory
     options = ocp.CheckpointManagerOptions(
       max_to_keep=keep if keep > 0 else None,

@@ -174,6 +174,8 @@ def evaluate(
   results = {name: n / d if d else float("nan") for name, (n, d) in total.items()}
   if "loss" in results:
     results["perplexity"] = float(np.exp(min(results["loss"], 50.0)))
+  if not config.model.z_loss:
+    results.pop("z_loss", None)
   return results
 
 
@@ -343,6 +345,8 @@ def train_and_evaluate(
         fetched = [step_lib.finalize_metrics(m) for m in pending]
         scalars = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
         scalars.pop("finite", None)
+        if not config.model.z_loss:
+          scalars.pop("z_loss", None)
         scalars["skipped_steps"] = int(jax.device_get(state.skipped_steps))
         rates = progress.update(step, scalars)
         writer.write(step, {**scalars, **rates}, prefix="train/")
