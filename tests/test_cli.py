@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +12,12 @@ from t5x_lite import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "configs", "gpt.py:tiny")
+
+
+def console_script():
+  """The installed `t5x-lite` entry point (as a user runs it), else `python -m t5x_lite.cli`."""
+  path = shutil.which("t5x-lite")
+  return [path] if path else [sys.executable, "-m", "t5x_lite.cli"]
 
 
 def run_main(capsys, *argv):
@@ -84,9 +91,7 @@ def test_train_then_generate_in_a_subprocess(tmp_path, shared_vocab_workdir):
   env = dict(os.environ, XLA_FLAGS="", PYTHONUNBUFFERED="1")
   train = subprocess.run(
     [
-      sys.executable,
-      "-m",
-      "t5x_lite.cli",
+      *console_script(),
       "train",
       "--workdir",
       workdir,
@@ -111,9 +116,7 @@ def test_train_then_generate_in_a_subprocess(tmp_path, shared_vocab_workdir):
   out = tmp_path / "out.jsonl"
   generate = subprocess.run(
     [
-      sys.executable,
-      "-m",
-      "t5x_lite.cli",
+      *console_script(),
       "generate",
       "--workdir",
       workdir,
@@ -136,9 +139,7 @@ def test_train_then_generate_in_a_subprocess(tmp_path, shared_vocab_workdir):
 
   missing = subprocess.run(
     [
-      sys.executable,
-      "-m",
-      "t5x_lite.cli",
+      *console_script(),
       "generate",
       "--workdir",
       workdir,
