@@ -43,6 +43,16 @@ DEFAULT_LOGICAL_AXIS_RULES = (
 )
 
 
+# Named mesh layouts (`config.mesh.preset`): pure data parallel; params and optimizer state
+# sharded over all devices (FSDP); FSDP plus Megatron-style tensor parallelism for heads and MLP
+# (tensor = config.mesh.tensor when > 1, else 2).
+MESH_PRESETS = {
+  "data": {"data": -1, "fsdp": 1, "tensor": 1},
+  "fsdp": {"data": 1, "fsdp": -1, "tensor": 1},
+  "fsdp+tensor": {"data": 1, "fsdp": -1, "tensor": 2},
+}
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Every key a config may set, with its default. Config files start from this."""
   config = ml_collections.ConfigDict()
@@ -97,6 +107,7 @@ def base_config() -> ml_collections.ConfigDict:
   opt.grad_clip = 1.0  # clip the global gradient norm (0 = off)
 
   config.mesh = mesh = ml_collections.ConfigDict()
+  mesh.preset = ""  # '' (use the sizes below) | 'data' | 'fsdp' | 'fsdp+tensor' (MESH_PRESETS)
   mesh.data = -1  # data-parallel axis size (-1 = the devices left over)
   mesh.fsdp = 1  # fully-sharded data parallel: params and optimizer state sharded
   mesh.tensor = 1  # tensor (model) parallel: heads, mlp, vocab
@@ -270,8 +281,8 @@ def _check_against_base(config: ml_collections.ConfigDict) -> None:
       if key not in reference:
         raise ConfigError(_unknown_key_message(name, reference))
       value, ref = node[key], reference[key]
-      if isinstance(ref, ml_collections.ConfigDict):
-        walk(value, ref, name + ".")
+      if isinstance(ref, ml_collections.ConfigDict) and name != "data.feature_lengths":
+        walk(value, ref, name + ".")  # feature_lengths is free-form: {'inputs': ...} is valid
       elif not _compatible(value, ref):
         raise ConfigError(
           f"config.{name}={value!r}: expected {type(ref).__name__}, found {type(value).__name__}"
@@ -343,6 +354,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _require(
     0.0 <= m.dropout_rate < 1.0, f"config.model.dropout_rate={m.dropout_rate}: expected [0, 1)"
   )
+  _one_of(config, "model.head", m.head, ("", "classification", "token_classification"))
+  if m.head:
+    _require(
+      isinstance(m.num_labels, int) and m.num_labels >= 2,
+      f"config.model.num_labels={m.num_labels!r}: model.head={m.head!r} needs at least 2 labels",
+    )
+  _require(m.lm_loss_weight >= 0, f"config.model.lm_loss_weight={m.lm_loss_weight}: expected >= 0")
 
   _one_of(config, "data.vocab", d.vocab, ("sentencepiece", "byte"))
   _require(bool(d.task), "config.data.task is empty: expected a registered task name")
@@ -399,20 +417,21 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     0.0 <= o.end_factor <= 1.0, f"config.optimizer.end_factor={o.end_factor}: expected [0, 1]"
   )
 
-  mesh_sizes = {axis: config.mesh[axis] for axis in ("data", "fsdp", "tensor")}
-  for axis, size in mesh_sizes.items():
+  for axis in ("data", "fsdp", "tensor"):
+    size = config.mesh[axis]
     _require(
       isinstance(size, int) and (size == -1 or size >= 1),
       f"config.mesh.{axis}={size!r}: expected a positive int or -1 (fill)",
     )
+  sizes = mesh_sizes(config)
   _require(
-    sum(1 for s in mesh_sizes.values() if s == -1) <= 1,
-    f"config.mesh={mesh_sizes}: at most one axis may be -1",
+    sum(1 for s in sizes.values() if s == -1) <= 1,
+    f"config.mesh={sizes}: at most one axis may be -1",
   )
-  if m.head_dim == 0 and config.mesh.tensor > 1:
+  if m.head_dim == 0 and sizes["tensor"] > 1:
     _require(
-      m.num_heads % config.mesh.tensor == 0,
-      f"config.mesh.tensor={config.mesh.tensor} does not divide model.num_heads={m.num_heads}",
+      m.num_heads % sizes["tensor"] == 0,
+      f"config.mesh.tensor={sizes['tensor']} does not divide model.num_heads={m.num_heads}",
     )
   if num_devices is not None:
     sizes = resolve_mesh_shape(config, num_devices)
@@ -425,9 +444,24 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     )
 
 
+def mesh_sizes(config: ml_collections.ConfigDict) -> dict[str, int]:
+  """The configured axis sizes (-1 = fill), after applying `config.mesh.preset`."""
+  sizes = {axis: int(config.mesh[axis]) for axis in ("data", "fsdp", "tensor")}
+  preset = config.mesh.get("preset", "")
+  if preset:
+    if preset not in MESH_PRESETS:
+      raise ConfigError(
+        f"config.mesh.preset={preset!r}: expected one of {', '.join(map(repr, MESH_PRESETS))} or ''"
+      )
+    sizes = dict(MESH_PRESETS[preset])
+    if preset == "fsdp+tensor" and int(config.mesh.tensor) > 1:
+      sizes["tensor"] = int(config.mesh.tensor)
+  return sizes
+
+
 def resolve_mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]:
   """Mesh axis sizes with -1 filled in; ConfigError if they do not multiply to num_devices."""
-  sizes = {axis: int(config.mesh[axis]) for axis in ("data", "fsdp", "tensor")}
+  sizes = mesh_sizes(config)
   known = 1
   for size in sizes.values():
     if size != -1:

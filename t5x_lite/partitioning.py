@@ -9,6 +9,7 @@ abstract (eval_shape) params give logical specs, the rules turn them into NamedS
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 from collections.abc import Sequence
@@ -21,17 +22,25 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from t5x_lite.config import ConfigError, resolve_mesh_shape
+from t5x_lite.config import MESH_PRESETS, ConfigError, resolve_mesh_shape
 
 MESH_AXES = ("data", "fsdp", "tensor")
 Rules = Sequence[tuple[str, Any]]
 
-# Named presets for config.mesh (see docs/sharding.md).
-PRESETS = {
-  "data": dict(data=-1, fsdp=1, tensor=1),
-  "fsdp": dict(data=1, fsdp=-1, tensor=1),
-  "fsdp+tensor": dict(data=1, fsdp=-1, tensor=2),
-}
+# Named layouts for config.mesh.preset (see t5x_lite/config.py).
+PRESETS = MESH_PRESETS
+
+
+def _on_cloud_tpu_vm() -> bool:
+  """A Cloud TPU VM (its chips show up as /dev/accel* or /dev/vfio/N, or the runtime says so).
+
+  There `jax.distributed.initialize()` needs no arguments, and is harmless on one host.
+  """
+  if os.environ.get("T5X_LITE_DISTRIBUTED", "").lower() in ("0", "false", "off"):
+    return False
+  if any(name in os.environ for name in ("TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")):
+    return True
+  return bool(glob.glob("/dev/accel[0-9]*") or glob.glob("/dev/vfio/[0-9]*"))
 
 
 def maybe_initialize_distributed(
@@ -41,17 +50,17 @@ def maybe_initialize_distributed(
 ) -> None:
   """Starts jax.distributed when this is one of several processes.
 
-  On Cloud TPU VMs `jax.distributed.initialize()` finds its peers by itself; on GPU clusters and
-  in tests the coordinator and process numbers come from arguments or the environment
-  (`T5X_LITE_COORDINATOR`, `T5X_LITE_NUM_PROCESSES`, `T5X_LITE_PROCESS_ID`).
+  On Cloud TPU VMs `jax.distributed.initialize()` finds its peers by itself (set
+  T5X_LITE_DISTRIBUTED=0 to skip it); on GPU clusters and in tests the coordinator and process
+  numbers come from arguments or the environment (`T5X_LITE_COORDINATOR`,
+  `T5X_LITE_NUM_PROCESSES`, `T5X_LITE_PROCESS_ID`).
   """
   coordinator_address = coordinator_address or os.environ.get("T5X_LITE_COORDINATOR")
   if num_processes is None and "T5X_LITE_NUM_PROCESSES" in os.environ:
     num_processes = int(os.environ["T5X_LITE_NUM_PROCESSES"])
   if process_id is None and "T5X_LITE_PROCESS_ID" in os.environ:
     process_id = int(os.environ["T5X_LITE_PROCESS_ID"])
-  on_tpu_pod = "TPU_WORKER_HOSTNAMES" in os.environ and "," in os.environ["TPU_WORKER_HOSTNAMES"]
-  if coordinator_address is None and not on_tpu_pod:
+  if coordinator_address is None and not _on_cloud_tpu_vm():
     return
   if jax.distributed.is_initialized():
     return

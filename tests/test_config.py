@@ -75,6 +75,28 @@ def test_mesh_resolution():
     config_lib.resolve_mesh_shape(get(**{"mesh.fsdp": "4"}), 6)
 
 
+def test_mesh_presets():
+  assert config_lib.resolve_mesh_shape(get(**{"mesh.preset": "data"}), 8) == {
+    "data": 8,
+    "fsdp": 1,
+    "tensor": 1,
+  }
+  assert config_lib.resolve_mesh_shape(get(**{"mesh.preset": "fsdp"}), 8) == {
+    "data": 1,
+    "fsdp": 8,
+    "tensor": 1,
+  }
+  assert config_lib.resolve_mesh_shape(get(**{"mesh.preset": "fsdp+tensor"}), 8) == {
+    "data": 1,
+    "fsdp": 4,
+    "tensor": 2,
+  }
+  with pytest.raises(
+    ConfigError, match="config.mesh.preset='zero3': expected one of 'data', 'fsdp'"
+  ):
+    get(**{"mesh.preset": "zero3"})
+
+
 def test_json_round_trip_keeps_types():
   config = get(**{"data.task_modules": "('a.b', 'c.py')"})
   restored = config_lib.from_json(config_lib.to_json(config))

@@ -122,8 +122,7 @@ def assert_same_update(result, reference, rtol=1e-5):
 
 @pytest.mark.parametrize("preset", ["data", "fsdp", "fsdp+tensor"])
 def test_preset_step_equals_single_device(preset, single_device_result):
-  overrides = {f"mesh.{axis}": str(size) for axis, size in partitioning.PRESETS[preset].items()}
-  config = make_config(**overrides)
+  config = make_config(**{"mesh.preset": preset})
   result = run_one_step(config, jax.devices(), packed_batch())
   assert_same_update(result, single_device_result)
   state, _, _ = result
