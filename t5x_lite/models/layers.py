@@ -23,6 +23,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from t5x_lite.models.config import ModelConfig
@@ -50,15 +51,64 @@ def param_with_axes(
   return module.param(name, nn.with_logical_partitioning(init, tuple(axes)), tuple(shape))
 
 
-def matmul(x: Array, kernel: Array, contract: int, dtype: jnp.dtype) -> Array:
-  """Contracts the last `contract` axes of x with the first of kernel; float32 accumulation."""
-  dims = (
-    (tuple(range(x.ndim - contract, x.ndim)), tuple(range(contract))),
-    ((), ()),
-  )
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _low_precision_matmul(x: Array, w: Array, dtype: Any, w_transposed: bool) -> Array:
+  """[M, K] x [K, N] (or [N, K] if w_transposed) -> float32 [M, N], operands cast to `dtype`."""
   return lax.dot_general(
-    x.astype(dtype), kernel.astype(dtype), dims, preferred_element_type=jnp.float32
-  )
+    x.astype(dtype), w.astype(dtype), (((1,), (int(w_transposed),)), ((), ())),
+    preferred_element_type=jnp.float32,
+  )  # fmt: skip
+
+
+def _low_precision_matmul_fwd(x, w, dtype, w_transposed):
+  return _low_precision_matmul(x, w, dtype, w_transposed), (x, w)
+
+
+def _low_precision_matmul_bwd(dtype, w_transposed, residuals, g):
+  # Autodiff of a bf16 x bf16 -> f32 dot would contract the f32 cotangent with a bf16 operand,
+  # which XLA runs as an f32 matmul (~2-3x slower on CPU). Here the two backward matmuls also
+  # take `dtype` operands and accumulate in f32; the weight gradient stays float32.
+  x, w = residuals
+  g, xc, wc = g.astype(dtype), x.astype(dtype), w.astype(dtype)
+  f32 = jnp.float32
+  if w_transposed:  # y = x · wᵀ, w [N, K]
+    dx = lax.dot_general(g, wc, (((1,), (0,)), ((), ())), preferred_element_type=f32)
+    dw = lax.dot_general(g, xc, (((0,), (0,)), ((), ())), preferred_element_type=f32)
+  else:  # y = x · w, w [K, N]
+    dx = lax.dot_general(g, wc, (((1,), (1,)), ((), ())), preferred_element_type=f32)
+    dw = lax.dot_general(xc, g, (((0,), (0,)), ((), ())), preferred_element_type=f32)
+  return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+_low_precision_matmul.defvjp(_low_precision_matmul_fwd, _low_precision_matmul_bwd)
+
+
+def matmul(
+  x: Array, kernel: Array, contract: int, dtype: jnp.dtype, kernel_transposed: bool = False
+) -> Array:
+  """Contracts the last `contract` axes of x with the first of kernel (its last when
+  `kernel_transposed`, for a tied embedding [vocab, embed]); float32 result and accumulation.
+
+  float32: a plain dot_general. Lower precision: operands in `dtype` in the backward pass too.
+  """
+  if jnp.dtype(dtype) == jnp.float32:
+    kernel_axes = tuple(range(kernel.ndim - contract, kernel.ndim)) if kernel_transposed else (
+      tuple(range(contract))
+    )  # fmt: skip
+    dims = ((tuple(range(x.ndim - contract, x.ndim)), kernel_axes), ((), ()))
+    return lax.dot_general(
+      x.astype(dtype), kernel.astype(dtype), dims, preferred_element_type=jnp.float32
+    )
+  batch_shape = x.shape[: x.ndim - contract]
+  if kernel_transposed:
+    out_shape, k = kernel.shape[: kernel.ndim - contract], kernel.shape[kernel.ndim - contract :]
+  else:
+    k, out_shape = kernel.shape[:contract], kernel.shape[contract:]
+  size = int(np.prod(k))
+  x2 = x.reshape(-1, size)
+  w2 = kernel.reshape(-1, size) if kernel_transposed else kernel.reshape(size, -1)
+  y = _low_precision_matmul(x2, w2, jnp.dtype(dtype), kernel_transposed)
+  return y.reshape(batch_shape + tuple(out_shape))
 
 
 def normal(stddev: float) -> Initializer:
@@ -113,12 +163,7 @@ class Embed(nn.Module):
 
   def attend(self, x: Array) -> Array:
     """Tied output projection x·Eᵀ in float32: [..., embed] -> [..., vocab]."""
-    return lax.dot_general(
-      x.astype(self.dtype),
-      self.embedding.astype(self.dtype),
-      (((x.ndim - 1,), (1,)), ((), ())),
-      preferred_element_type=jnp.float32,
-    )
+    return matmul(x, self.embedding, 1, self.dtype, kernel_transposed=True)
 
 
 class LayerNorm(nn.Module):
