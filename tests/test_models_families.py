@@ -240,3 +240,21 @@ def test_convert_to_checkpoint_restores_as_params(tmp_path):
   hf.export_checkpoint(str(tmp_path / "run"), str(tmp_path / "back"))
   _, again = hf.import_hf(str(tmp_path / "back"))
   jax.tree_util.tree_map(np.testing.assert_array_equal, again, params)
+
+
+def test_input_shapes_accept_task_converter_and_model_feature_lengths():
+  gpt = build_model(_tiny("configs/gpt.py:tiny"))
+  for lengths in ({"targets": 16}, {"decoder": 16}, {"inputs": 4, "targets": 12}):
+    shapes = gpt.input_shapes(2, lengths)
+    assert set(shapes) == set(gpt.features)
+    assert all(s.shape == (2, 16) for s in shapes.values())
+  assert gpt.input_shapes(2, lengths)["decoder_loss_weights"].dtype == jnp.float32
+  t5 = build_model(_tiny("configs/t5.py:tiny"))
+  for lengths in ({"inputs": 16, "targets": 8}, {"encoder": 16, "decoder": 8}):
+    shapes = t5.input_shapes(2, lengths)
+    assert shapes["encoder_positions"].shape == (2, 16) and shapes["decoder_positions"].shape == (
+      2,
+      8,
+    )
+  with pytest.raises(ValueError, match="no length for the decoder"):
+    t5.input_shapes(2, {"inputs": 16})

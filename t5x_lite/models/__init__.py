@@ -49,6 +49,10 @@ def to_model_config(model_config: ModelConfig | Mapping[str, Any]) -> ModelConfi
 def build_model(model_config: ModelConfig | Mapping[str, Any]) -> BaseModel:
   """The model of `config.model.family`, holding the frozen ModelConfig."""
   config = to_model_config(model_config)
+  if config.head:  # a fine-tuning head on the family's backbone (models/classifiers.py)
+    from t5x_lite.models.classifiers import ClassifierModel  # noqa: PLC0415
+
+    return ClassifierModel(config)
   families = _families()
   if config.family not in families:
     raise ValueError(

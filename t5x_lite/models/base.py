@@ -115,6 +115,28 @@ class BaseModel:
     """Length of every model feature of this family, from the model feature lengths."""
     raise NotImplementedError
 
+  @staticmethod
+  def stack_length(lengths: Mapping[str, int], stack: str, family: str) -> int:
+    """The `stack` ('encoder' | 'decoder') length from any of the ways callers name it.
+
+    Accepted, in order: a model feature ('decoder_target_tokens'), a feature converter's
+    model_feature_lengths ({'decoder': 256}), or task feature lengths ({'targets': 256}; a
+    decoder-only model reads inputs + targets, as the prefix-LM converter packs both).
+    """
+    feature = {"encoder": "encoder_input_tokens", "decoder": "decoder_target_tokens"}[stack]
+    for key in (feature, stack):
+      if key in lengths:
+        return int(lengths[key])
+    if stack == "encoder" and "inputs" in lengths:
+      return int(lengths["inputs"])
+    if stack == "decoder" and "targets" in lengths:
+      extra = int(lengths.get("inputs", 0)) if family == "decoder" else 0
+      return int(lengths["targets"]) + extra
+    raise ValueError(
+      f"feature lengths {dict(lengths)}: no length for the {stack} (expected '{feature}', "
+      f"'{stack}' or '{'inputs' if stack == 'encoder' else 'targets'}')"
+    )
+
   def input_shapes(
     self, batch_size: int, model_feature_lengths: Mapping[str, int]
   ) -> dict[str, jax.ShapeDtypeStruct]:

@@ -39,3 +39,6 @@ class ModelConfig:
   remat: str = "none"  # 'none' | 'minimal' (save matmul outputs) | 'full'
   z_loss: float = 0.0  # auxiliary z·logsumexp² per target token (T5 uses 1e-4)
   label_smoothing: float = 0.0  # label smoothing of the cross-entropy
+  head: str = ""  # fine-tuning head: '' (pre-training) | 'classification' | 'token_classification'
+  num_labels: int = 0  # classes of the fine-tuning head
+  lm_loss_weight: float = 0.0  # decoder classification: loss = L2 + lm_loss_weight · L1 (LM loss)

@@ -101,12 +101,7 @@ class DecoderModel(base.BaseModel):
     return DecoderFeatureConverter(pack=pack)
 
   def feature_lengths(self, model_feature_lengths: Mapping[str, int]) -> dict[str, int]:
-    lengths = dict(model_feature_lengths)
-    length = lengths.get("decoder_target_tokens", lengths.get("decoder", lengths.get("targets")))
-    if length is None:
-      raise ValueError(
-        f"decoder model feature lengths {lengths}: expected a 'decoder_target_tokens' length"
-      )
+    length = self.stack_length(model_feature_lengths, "decoder", "decoder")
     return {name: length for name in self.features}
 
   def default_lengths(self) -> dict[str, int]:

@@ -112,12 +112,7 @@ class EncoderModel(base.BaseModel):
     return EncoderFeatureConverter(pack=pack)
 
   def feature_lengths(self, model_feature_lengths: Mapping[str, int]) -> dict[str, int]:
-    lengths = dict(model_feature_lengths)
-    length = lengths.get("encoder_input_tokens", lengths.get("inputs"))
-    if length is None:
-      raise ValueError(
-        f"encoder model feature lengths {lengths}: expected an 'encoder_input_tokens' length"
-      )
+    length = self.stack_length(model_feature_lengths, "encoder", "encoder")
     return {name: length for name in self.features}
 
   def default_lengths(self) -> dict[str, int]:

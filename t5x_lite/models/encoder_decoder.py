@@ -155,14 +155,8 @@ class EncoderDecoderModel(base.BaseModel):
     return EncDecFeatureConverter(pack=pack)
 
   def feature_lengths(self, model_feature_lengths: Mapping[str, int]) -> dict[str, int]:
-    lengths = dict(model_feature_lengths)
-    inputs = lengths.get("encoder_input_tokens", lengths.get("inputs"))
-    targets = lengths.get("decoder_target_tokens", lengths.get("targets"))
-    if inputs is None or targets is None:
-      raise ValueError(
-        f"encoder-decoder model feature lengths {lengths}: expected 'encoder_input_tokens' "
-        "and 'decoder_target_tokens' lengths"
-      )
+    inputs = self.stack_length(model_feature_lengths, "encoder", "encoder_decoder")
+    targets = self.stack_length(model_feature_lengths, "decoder", "encoder_decoder")
     return {name: inputs if name.startswith("encoder") else targets for name in self.features}
 
   def default_lengths(self) -> dict[str, int]:
