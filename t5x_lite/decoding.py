@@ -1,13 +1,19 @@
-"""Decoding for the decoder (GPT) family: greedy, temperature, top-k and top-p sampling.
+"""Decoding for the generative families (decoder GPT, encoder-decoder T5).
 
-Everything runs in one jitted `lax.while_loop` over positions with the model's KV cache
-(`model.init_cache` / `model.decode_step`, see models/decoder.py). Prompts of different
-lengths share the loop: a row is *forced* to its prompt token while the position is inside
-its prompt and *sampled* after it, so no per-row prefill is needed. With `use_cache=False`
-each step recomputes the whole sequence instead (the reference the cache is tested against).
+Greedy, temperature, top-k and top-p sampling, and beam search with T5X's length penalty
+((5 + length) / 6)^alpha. Everything runs in one jitted `lax.while_loop` over positions with
+the model's KV cache (`model.init_cache` / `model.decode_step`, see models/decoder.py and
+models/encoder_decoder.py). With `use_cache=False` each step recomputes the whole sequence
+instead (the reference the cache is tested against).
 
-Sequence layout: position 0 holds 0 (the decoder's start token: the feature converter shifts
-targets right with 0 at each segment start), then the prompt, then the generated tokens.
+Decoder sequences: position 0 holds 0 (the start token: the feature converter shifts targets
+right with 0 at each segment start), then the prompt, then the generated tokens. Prompts of
+different lengths share the loop: a row is *forced* to its prompt token while the position is
+inside its prompt and *generated* after it, so no per-row prefill is needed.
+Encoder-decoder: the inputs are encoded once; the decoder sequence is 0 then the generated
+tokens (every row starts generating at position 1).
+
+A row stops at EOS (kept in the output, then 0s) or after `max_new_tokens`.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 NEG_INF = -1e10
+DEFAULT_ALPHA = 0.6  # T5X's beam search length penalty
 
 
 def _filter_logits(logits: jax.Array, top_k: int, top_p: float) -> jax.Array:
@@ -46,6 +53,71 @@ def sample_next(
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
   logits = _filter_logits(logits.astype(jnp.float32) / temperature, top_k, top_p)
   return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+def brevity_penalty(alpha: float, length: jax.Array) -> jax.Array:
+  """T5X / GNMT length normalization ((5 + length) / 6)^alpha."""
+  return jnp.power((5.0 + length.astype(jnp.float32)) / 6.0, alpha)
+
+
+# ---------------------------------------------------------------------------------------------
+# Next-token logits of either family, with or without the KV cache.
+
+
+def _is_encoder_decoder(model) -> bool:
+  return model.config.family == "encoder_decoder"
+
+
+def _step_function(model, params, inputs: jax.Array | None, rows: int, total: int, use_cache: bool):
+  """(cache, next_logits(sequence [rows, total], cache, t) -> (logits [rows, vocab], cache)).
+
+  `inputs` [rows, inputs_length]: the encoder inputs (encoder-decoder only, 0 = padding).
+  """
+  if _is_encoder_decoder(model):
+    encoder_segment_ids = (inputs > 0).astype(jnp.int32)
+    encoded = model.encode(params, {"encoder_input_tokens": inputs}) if use_cache else None
+    cache = model.init_cache(rows, total, inputs.shape[1]) if use_cache else None
+  else:
+    cache = model.init_cache(rows, total) if use_cache else None
+
+  def next_logits(sequence, cache, t):
+    if use_cache:
+      tokens = jax.lax.dynamic_slice_in_dim(sequence, t, 1, axis=1)  # [rows, 1]
+      positions = jnp.full((rows, 1), t, jnp.int32)
+      if _is_encoder_decoder(model):
+        logits, cache = model.decode_step(
+          params, cache, tokens, positions, encoded=encoded,
+          encoder_segment_ids=encoder_segment_ids,
+        )  # fmt: skip
+      else:
+        logits, cache = model.decode_step(params, cache, tokens, positions)
+      return logits[:, 0].astype(jnp.float32), cache
+    batch = {"decoder_input_tokens": sequence, "decoder_target_tokens": jnp.ones_like(sequence)}
+    if inputs is not None:
+      batch["encoder_input_tokens"] = inputs
+    logits = model.apply_logits(params, batch)
+    return jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False), cache
+
+  return cache, next_logits
+
+
+def _layout(prompts, prompt_lengths, max_new_tokens, encoder_decoder: bool):
+  """(sequence [batch, total] with the prompts placed, starts [batch], ends [batch])."""
+  batch = prompts.shape[0]
+  if encoder_decoder:
+    sequence = jnp.zeros((batch, 1 + max_new_tokens), jnp.int32)
+    starts = jnp.ones((batch,), jnp.int32)
+  else:
+    prompt_len = prompts.shape[1]
+    sequence = jnp.zeros((batch, 1 + prompt_len + max_new_tokens), jnp.int32)
+    sequence = sequence.at[:, 1 : 1 + prompt_len].set(prompts)
+    starts = 1 + prompt_lengths.astype(jnp.int32)  # first generated position of each row
+  return sequence, starts, starts + max_new_tokens
+
+
+def _generated(sequence: jax.Array, starts: jax.Array, max_new_tokens: int) -> jax.Array:
+  index = starts[:, None] + jnp.arange(max_new_tokens)[None, :]
+  return jnp.take_along_axis(sequence, index, axis=1)
 
 
 @functools.partial(
@@ -74,28 +146,19 @@ def generate_tokens(
   eos_id: int = 1,
   use_cache: bool = True,
 ) -> jax.Array:
-  """Continues each prompt by up to `max_new_tokens` tokens.
+  """Greedy (temperature 0) or sampled continuation of each prompt.
 
-  prompts [batch, prompt_len] int32 (right-padded with 0), prompt_lengths [batch].
+  prompts [batch, prompt_len] int32 (right-padded with 0), prompt_lengths [batch]: the decoder
+  prompt, or for the encoder-decoder the encoder inputs (lengths unused: 0 is padding).
   Returns [batch, max_new_tokens] int32: the generated tokens, 0 after a row's EOS.
   """
-  batch, prompt_len = prompts.shape
-  total = 1 + prompt_len + max_new_tokens
-  sequence = jnp.zeros((batch, total), jnp.int32).at[:, 1 : 1 + prompt_len].set(prompts)
-  starts = 1 + prompt_lengths  # first generated position of each row
-  ends = starts + max_new_tokens
-  cache = model.init_cache(batch, total) if use_cache else None
-
-  def next_logits(sequence, cache, t):
-    if use_cache:
-      tokens = jax.lax.dynamic_slice_in_dim(sequence, t, 1, axis=1)  # [batch, 1]
-      positions = jnp.full((batch, 1), t, jnp.int32)
-      logits, cache = model.decode_step(params, cache, tokens, positions)
-      return logits[:, 0], cache
-    logits = model.apply_logits(
-      params, {"decoder_input_tokens": sequence, "decoder_target_tokens": jnp.ones_like(sequence)}
-    )
-    return jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False), cache
+  batch = prompts.shape[0]
+  encoder_decoder = _is_encoder_decoder(model)
+  sequence, starts, ends = _layout(prompts, prompt_lengths, max_new_tokens, encoder_decoder)
+  total = sequence.shape[1]
+  cache, next_logits = _step_function(
+    model, params, prompts if encoder_decoder else None, batch, total, use_cache
+  )
 
   def cond(carry):
     t, _, _, done = carry
@@ -116,9 +179,107 @@ def generate_tokens(
 
   done = jnp.zeros((batch,), bool)
   _, sequence, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), sequence, cache, done))
-  index = starts[:, None] + jnp.arange(max_new_tokens)[None, :]
-  generated = jnp.take_along_axis(sequence, index, axis=1)
-  return generated
+  return _generated(sequence, starts, max_new_tokens)
+
+
+# ---------------------------------------------------------------------------------------------
+# Beam search.
+
+
+def _reorder_cache(cache: Any, index: jax.Array) -> Any:
+  """Rows `index` [rows] of every cached key/value: [rows, length, heads, kv], or with a
+  leading layer axis under nn.scan; scalars/indices (shared by all rows) stay as they are."""
+
+  def gather(x):
+    if x.ndim == 4:
+      return jnp.take(x, index, axis=0)
+    if x.ndim == 5:
+      return jnp.take(x, index, axis=1)
+    return x
+
+  return jax.tree.map(gather, cache)
+
+
+@functools.partial(
+  jax.jit, static_argnames=("model", "num_beams", "max_new_tokens", "alpha", "eos_id", "use_cache")
+)
+def beam_search(
+  model,
+  params: Any,
+  prompts: jax.Array,
+  prompt_lengths: jax.Array,
+  *,
+  num_beams: int,
+  max_new_tokens: int,
+  alpha: float = DEFAULT_ALPHA,
+  eos_id: int = 1,
+  use_cache: bool = True,
+) -> tuple[jax.Array, jax.Array]:
+  """Beam search as T5X: the best `num_beams` finished sequences by logp / brevity_penalty.
+
+  Same inputs as `generate_tokens`. Returns (tokens [batch, max_new_tokens], scores [batch]):
+  the best finished beam per row (EOS included, 0 after), or the best alive one if no beam
+  finished within `max_new_tokens`.
+  """
+  batch, k = prompts.shape[0], num_beams
+  encoder_decoder = _is_encoder_decoder(model)
+  sequence, starts, ends = _layout(prompts, prompt_lengths, max_new_tokens, encoder_decoder)
+  total = sequence.shape[1]
+  inputs = jnp.repeat(prompts, k, axis=0) if encoder_decoder else None
+  cache, next_logits = _step_function(model, params, inputs, batch * k, total, use_cache)
+
+  alive = jnp.repeat(sequence[:, None], k, axis=1)  # [batch, beams, total]
+  # Only beam 0 is live at first, so the k beams do not start as k copies of one hypothesis.
+  alive_logp = jnp.tile(jnp.asarray([0.0] + [NEG_INF] * (k - 1), jnp.float32), (batch, 1))
+  finished = jnp.zeros_like(alive)
+  finished_score = jnp.full((batch, k), NEG_INF, jnp.float32)
+  beam_ids = jnp.arange(k)
+
+  def body(t, carry):
+    alive, alive_logp, finished, finished_score, cache = carry
+    logits, cache = next_logits(alive.reshape(batch * k, total), cache, t)
+    log_probs = jax.nn.log_softmax(logits).reshape(batch, k, -1)
+    vocab = log_probs.shape[-1]
+    position = t + 1
+    candidates = (alive_logp[:, :, None] + log_probs).reshape(batch, k * vocab)
+    scores, flat = jax.lax.top_k(candidates, 2 * k)  # [batch, 2k]
+    from_beam, token = flat // vocab, (flat % vocab).astype(jnp.int32)
+    seqs = jnp.take_along_axis(alive, from_beam[:, :, None], axis=1)
+    seqs = jax.lax.dynamic_update_index_in_dim(seqs, token, position, axis=2)
+    is_eos = token == eos_id
+    length = position - starts + 1  # generated tokens, this one included
+    penalty = brevity_penalty(alpha, length)[:, None]
+    new_finished_score = jnp.where(is_eos, scores / penalty, NEG_INF)
+    pool_score = jnp.concatenate([finished_score, new_finished_score], axis=1)
+    pool = jnp.concatenate([finished, seqs], axis=1)
+    top_finished_score, top = jax.lax.top_k(pool_score, k)
+    top_finished = jnp.take_along_axis(pool, top[:, :, None], axis=1)
+    alive_score, keep = jax.lax.top_k(jnp.where(is_eos, NEG_INF, scores), k)
+    new_alive = jnp.take_along_axis(seqs, keep[:, :, None], axis=1)
+    parent = jnp.take_along_axis(from_beam, keep, axis=1)
+
+    # Rows inside their prompt (decoder) or already past their end keep their state.
+    active = ((position >= starts) & (position < ends))[:, None]
+    alive = jnp.where(active[:, :, None], new_alive, alive)
+    alive_logp = jnp.where(active, alive_score, alive_logp)
+    finished = jnp.where(active[:, :, None], top_finished, finished)
+    finished_score = jnp.where(active, top_finished_score, finished_score)
+    if use_cache:
+      parent = jnp.where(active, parent, beam_ids[None, :])
+      cache = _reorder_cache(cache, (jnp.arange(batch)[:, None] * k + parent).reshape(-1))
+    return alive, alive_logp, finished, finished_score, cache
+
+  carry = (alive, alive_logp, finished, finished_score, cache)
+  alive, alive_logp, finished, finished_score, _ = jax.lax.fori_loop(0, total - 1, body, carry)
+  any_finished = finished_score[:, 0] > NEG_INF / 2
+  alive_score = alive_logp / brevity_penalty(alpha, jnp.full((batch,), max_new_tokens))[:, None]
+  best = jnp.where(any_finished[:, None], finished[:, 0], alive[:, 0])
+  score = jnp.where(any_finished, finished_score[:, 0], alive_score[:, 0])
+  return _generated(best, starts, max_new_tokens), score
+
+
+# ---------------------------------------------------------------------------------------------
+# Text in, text out.
 
 
 def pad_prompts(token_lists: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -139,6 +300,57 @@ def strip_after_eos(tokens: Sequence[int], eos_id: int) -> list[int]:
   return out
 
 
+def generate_ids(
+  model,
+  params: Any,
+  token_lists: Sequence[Sequence[int]],
+  *,
+  max_new_tokens: int = 64,
+  temperature: float = 0.0,
+  top_k: int = 0,
+  top_p: float = 1.0,
+  num_beams: int = 1,
+  alpha: float = DEFAULT_ALPHA,
+  seed: int = 0,
+  eos_id: int = 1,
+  use_cache: bool = True,
+) -> np.ndarray:
+  """Token-id prompts (decoder) or inputs (encoder-decoder) -> [batch, new] generated ids.
+
+  A decoder with learned positions generates at most max_length - 1 - longest prompt tokens.
+  """
+  if not token_lists:
+    raise ValueError("no prompts to generate from")
+  for i, tokens in enumerate(token_lists):
+    if len(tokens) == 0:
+      raise ValueError(f"prompt {i} is empty (encodes to no tokens)")
+  longest = max(len(t) for t in token_lists)
+  config = model.config
+  if config.position == "learned":
+    room = config.max_length - (1 if _is_encoder_decoder(model) else 1 + longest)
+    if _is_encoder_decoder(model) and longest > config.max_length:
+      raise ValueError(f"input of {longest} tokens is over model.max_length={config.max_length}")
+    max_new_tokens = min(max_new_tokens, room)
+    if max_new_tokens <= 0:
+      raise ValueError(
+        f"prompt of {longest} tokens leaves no room in model.max_length={config.max_length}"
+      )
+  prompts, lengths = pad_prompts(token_lists)
+  prompts, lengths = jnp.asarray(prompts), jnp.asarray(lengths)
+  if num_beams > 1:
+    tokens, _ = beam_search(
+      model, params, prompts, lengths, num_beams=int(num_beams), max_new_tokens=max_new_tokens,
+      alpha=float(alpha), eos_id=int(eos_id), use_cache=use_cache,
+    )  # fmt: skip
+  else:
+    tokens = generate_tokens(
+      model, params, prompts, lengths, jax.random.key(seed), max_new_tokens=max_new_tokens,
+      temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), eos_id=int(eos_id),
+      use_cache=use_cache,
+    )  # fmt: skip
+  return np.asarray(jax.device_get(tokens))
+
+
 def generate_text(
   model,
   params: Any,
@@ -149,38 +361,28 @@ def generate_text(
   temperature: float = 0.0,
   top_k: int = 0,
   top_p: float = 1.0,
+  num_beams: int = 1,
+  alpha: float = DEFAULT_ALPHA,
   seed: int = 0,
   use_cache: bool = True,
 ) -> list[str]:
-  """Continues each text prompt; returns the generated text (without the prompt)."""
+  """Continues each text prompt (decoder) or maps each input text (encoder-decoder; EOS is
+  appended as in training); returns the generated text (without the prompt)."""
+  for prompt in prompts:
+    if not prompt.strip():
+      raise ValueError(f"prompt {prompt!r} is empty")
+  eos_id = getattr(vocabulary, "eos_id", 1)
   token_lists = [list(vocabulary.encode(p)) for p in prompts]
   for prompt, tokens in zip(prompts, token_lists):
     if not tokens:
       raise ValueError(f"prompt {prompt!r} encodes to no tokens")
-  max_length = getattr(model.config, "max_length", 0)
-  longest = max(len(t) for t in token_lists)
-  if model.config.position == "learned" and 1 + longest + max_new_tokens > max_length:
-    max_new_tokens = max_length - 1 - longest
-    if max_new_tokens <= 0:
-      raise ValueError(
-        f"prompt of {longest} tokens leaves no room in model.max_length={max_length}"
-      )
-  prompts_array, lengths = pad_prompts(token_lists)
-  eos_id = getattr(vocabulary, "eos_id", 1)
-  generated = generate_tokens(
-    model,
-    params,
-    jnp.asarray(prompts_array),
-    jnp.asarray(lengths),
-    jax.random.key(seed),
-    max_new_tokens=max_new_tokens,
-    temperature=float(temperature),
-    top_k=int(top_k),
-    top_p=float(top_p),
-    eos_id=int(eos_id),
+  if _is_encoder_decoder(model):
+    token_lists = [t + [eos_id] for t in token_lists]
+  generated = generate_ids(
+    model, params, token_lists, max_new_tokens=max_new_tokens, temperature=temperature,
+    top_k=top_k, top_p=top_p, num_beams=num_beams, alpha=alpha, seed=seed, eos_id=eos_id,
     use_cache=use_cache,
-  )
-  generated = np.asarray(jax.device_get(generated))
+  )  # fmt: skip
   return [vocabulary.decode(strip_after_eos(row, eos_id)) for row in generated]
 
 
@@ -193,34 +395,18 @@ def generate_from_workdir(
   temperature: float = 0.0,
   top_k: int = 0,
   top_p: float = 1.0,
+  num_beams: int = 1,
+  alpha: float = DEFAULT_ALPHA,
   seed: int = 0,
 ) -> list[str]:
   """Loads a run's checkpoint (latest, or `step`) and continues `prompts`."""
-  from t5x_lite import checkpoints  # noqa: PLC0415
-  from t5x_lite.data import pipeline  # noqa: PLC0415
-  from t5x_lite.training import loop  # noqa: PLC0415
+  from t5x_lite import inference  # noqa: PLC0415
 
-  checkpointer = checkpoints.open_existing(workdir)
-  config = checkpointer.restore_config(step)
-  if config.model.family == "encoder":
-    raise ValueError(
-      f"{workdir} holds an encoder (BERT-style) model, which does not generate text; "
-      "use `t5x-lite embed` or `predict`"
-    )
-  model = loop.build_model(config)
-  vocabulary = pipeline.get_vocabulary(config, workdir)
-  params = load_params(checkpointer, model, config, step)
-  return generate_text(
-    model,
-    params,
-    vocabulary,
-    prompts,
-    max_new_tokens=max_new_tokens,
-    temperature=temperature,
-    top_k=top_k,
-    top_p=top_p,
-    seed=seed,
-  )
+  loaded = inference.load(workdir, step=step)
+  return loaded.generate(
+    prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+    num_beams=num_beams, alpha=alpha, seed=seed,
+  )  # fmt: skip
 
 
 def load_params(checkpointer, model, config, step: int | None = None) -> Any:
