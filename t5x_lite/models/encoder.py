@@ -62,8 +62,9 @@ class BertEncoder(nn.Module):
       x, encoder_segment_ids, encoder_positions, deterministic=deterministic
     )
 
+    # embed -> embed matrices: the output axis is named 'mlp' (one name may not occur twice).
     dense = lambda name: layers.DenseGeneral(  # noqa: E731
-      (config.d_model,), ("embed",), in_axes=("embed",), use_bias=config.use_bias, dtype=dtype,
+      (config.d_model,), ("mlp",), in_axes=("embed",), use_bias=config.use_bias, dtype=dtype,
       name=name,
     )  # fmt: skip
     h = layers.activation_fn(config.activation)(dense("mlm_transform")(x))
