@@ -179,7 +179,9 @@ def classification(
     if text_b_field:
       text_b = _encode(context, examples[text_b_field])
       budget = length - 3
-      a_len = np.minimum(text.lengths, np.maximum(budget - np.minimum(text_b.lengths, budget // 2), 0))
+      a_len = np.minimum(
+        text.lengths, np.maximum(budget - np.minimum(text_b.lengths, budget // 2), 0)
+      )
       text = _trim_rows(text, a_len)
       text_b = _trim_rows(text_b, np.maximum(budget - a_len, 0))
     else:
@@ -277,7 +279,9 @@ class ClassificationFeatureConverter(FeatureConverter):
 
   def convert(self, examples, task_feature_lengths, shuffle_key=None):
     token_level = self.head == "token_classification"
-    self._require(examples, ["inputs", "tag_ids", "tag_weights"] if token_level else ["inputs", "label"])
+    self._require(
+      examples, ["inputs", "tag_ids", "tag_weights"] if token_level else ["inputs", "label"]
+    )
     length = self.model_feature_lengths(task_feature_lengths)[self.family]
     inputs = _trim(examples["inputs"], length)
     row, offset, segment, rows = assign_rows(inputs.lengths[:, None], [length], self.pack)
@@ -434,9 +438,11 @@ def pretrained_vocab_path(workdir: str) -> str:
   """The SentencePiece model a run trained (workdir/vocab/*.model): fine-tuning from that run
   must set `data.vocab_path` to it, so that token ids mean the same thing."""
   directory = os.path.join(workdir, "vocab")
-  models = sorted(f for f in os.listdir(directory) if f.endswith(".model")) if os.path.isdir(
-    directory
-  ) else []
+  models = (
+    sorted(f for f in os.listdir(directory) if f.endswith(".model"))
+    if os.path.isdir(directory)
+    else []
+  )
   if len(models) != 1:
     raise DataError(f"{directory}: expected one SentencePiece .model, found {models}")
   return os.path.join(directory, models[0])

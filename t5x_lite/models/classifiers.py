@@ -49,7 +49,7 @@ class ClassificationHead(nn.Module):
     config = self.config
     dtype = layers.compute_dtype(config)
     if self.pooler:
-      x = layers.DenseGeneral((config.d_model,), ("embed",), dtype=dtype, name="pooler")(x)
+      x = layers.DenseGeneral((config.d_model,), ("mlp",), dtype=dtype, name="pooler")(x)
       x = jnp.tanh(x.astype(jnp.float32)).astype(dtype)
     x = layers.dropout(config, x, deterministic)
     return layers.DenseGeneral(

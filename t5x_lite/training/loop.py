@@ -404,17 +404,12 @@ def _format(scalars: dict[str, float]) -> str:
 
 
 def _init_from(state, path: str, abstract_boxed, state_shardings):
-  """Loads params from another run (fine-tuning); the optimizer and the step start fresh."""
-  source = checkpoints.open_existing(path)
-  params = source.restore_params(
-    jax.tree.map(
-      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-      _unbox(abstract_boxed),
-      state_shardings.params,
-    )
-  )
-  logging.info("initialized params from %s (step %d)", source.directory, source.latest_step())
-  return state.replace(params=params)
+  """Loads params from another run by name (fine-tuning); the optimizer and the step start
+  fresh. New parameters (a head) keep their initialization (training/init_from.py)."""
+  from t5x_lite.training import init_from  # noqa: PLC0415
+
+  del abstract_boxed  # the fresh params carry the shapes and dtypes
+  return state.replace(params=init_from.load(state.params, path, state_shardings.params))
 
 
 def _print_sample(model, params, vocabulary, config, mesh, rules) -> str:

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from t5x_lite.config import ConfigError
+
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   """The schedule of `config.optimizer` for a run of `config.train.steps` steps."""
@@ -78,4 +80,43 @@ def make_optimizer(
   else:
     raise ValueError(f"config.optimizer.name={opt.name!r}")
   chain = [optax.clip_by_global_norm(opt.grad_clip)] if opt.grad_clip > 0 else []
-  return optax.chain(*chain, core), schedule
+  optimizer = optax.chain(*chain, core)
+  frozen = tuple(config.train.get("frozen", ()))
+  if frozen:
+    # Frozen parameters get zero updates (no decay, no moments); clipping sees only the rest.
+    optimizer = optax.multi_transform(
+      {"train": optimizer, "frozen": optax.set_to_zero()},
+      lambda params: frozen_labels(params, frozen),
+    )
+  return optimizer, schedule
+
+
+def param_path(path) -> str:
+  """'encoder/layers/attention/query/kernel' for a jax key path."""
+  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def frozen_labels(params, patterns) -> object:
+  """'frozen' for parameters whose path matches one of `patterns` (re.match), else 'train'.
+
+  A pattern that matches no parameter is an error (a typo would silently train everything).
+  """
+  compiled = [re.compile(p) for p in patterns]
+  used = set()
+
+  def label(path, leaf) -> str:
+    del leaf
+    name = param_path(path)
+    hits = [p.pattern for p in compiled if p.match(name)]
+    used.update(hits)
+    return "frozen" if hits else "train"
+
+  labels = jax.tree_util.tree_map_with_path(label, params)
+  unused = [p for p in patterns if p not in used]
+  if unused:
+    names = [param_path(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    raise ConfigError(
+      f"config.train.frozen: pattern {unused[0]!r} matches no parameter (paths look like "
+      f"{names[0]!r}, {names[-1]!r})"
+    )
+  return labels

@@ -1,0 +1,259 @@
+"""`t5x-lite eval`: a checkpoint on a task's validation split.
+
+evaluate_checkpoint(workdir, step=None, task=None, num_batches=None) -> {name: value}
+
+  loss, perplexity, accuracy (token accuracy; for a classifier, label accuracy) and the
+  model's other metrics: the training loop's own `evaluate` on the same mesh, batches and
+  jitted eval step, so the numbers are the loop's eval numbers, deterministically.
+
+  The task's metric functions (`Task.metric_fns`, seqio's `fn(targets, predictions) -> dict`)
+  on the same number of validation examples: for classifiers the predicted label names, for
+  generative models the greedy decoding of each example's inputs (text-to-text) or prompt
+  (decoder prompt -> completion) against its target text.
+
+Results are printed by the CLI, appended to workdir/metrics.jsonl (as `eval/<name>`) and written
+to workdir/eval/<task>_step_<N>.json.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------
+# Metric functions (seqio convention: fn(targets, predictions) -> {name: value}).
+
+
+def accuracy(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, float]:
+  """Fraction of predictions equal to their target, in percent as T5X reports it."""
+  _check(targets, predictions)
+  hits = sum(t == p for t, p in zip(targets, predictions))
+  return {"accuracy": 100.0 * hits / max(len(targets), 1)}
+
+
+def f1_macro(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, float]:
+  """Mean over the labels seen in targets or predictions of each label's F1, in percent."""
+  _check(targets, predictions)
+  labels = sorted(set(targets) | set(predictions), key=str)
+  scores = []
+  for label in labels:
+    tp = sum(t == label and p == label for t, p in zip(targets, predictions))
+    fp = sum(t != label and p == label for t, p in zip(targets, predictions))
+    fn = sum(t == label and p != label for t, p in zip(targets, predictions))
+    scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+  return {"f1_macro": 100.0 * float(np.mean(scores)) if scores else 0.0}
+
+
+def exact_match(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
+  """Percent of predictions equal to the target after stripping surrounding whitespace."""
+  _check(targets, predictions)
+  hits = sum(str(t).strip() == str(p).strip() for t, p in zip(targets, predictions))
+  return {"exact_match": 100.0 * hits / max(len(targets), 1)}
+
+
+def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+  """Longest common subsequence of two token lists (O(len(a)·len(b)) dynamic programme)."""
+  if not a or not b:
+    return 0
+  previous = [0] * (len(b) + 1)
+  for x in a:
+    current = [0]
+    for j, y in enumerate(b):
+      current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
+    previous = current
+  return previous[-1]
+
+
+def rouge_l(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
+  """Mean sentence-level ROUGE-L F-measure over lower-cased whitespace tokens, in percent
+  (rouge_score's `rougeL` without stemming)."""
+  _check(targets, predictions)
+  scores = []
+  for target, prediction in zip(targets, predictions):
+    t, p = str(target).lower().split(), str(prediction).lower().split()
+    lcs = _lcs_length(t, p)
+    if lcs == 0:
+      scores.append(0.0)
+      continue
+    precision, recall = lcs / len(p), lcs / len(t)
+    scores.append(2 * precision * recall / (precision + recall))
+  return {"rouge_l": 100.0 * float(np.mean(scores)) if scores else 0.0}
+
+
+def _check(targets: Sequence[Any], predictions: Sequence[Any]) -> None:
+  if len(targets) != len(predictions):
+    raise ValueError(f"{len(targets)} targets but {len(predictions)} predictions")
+
+
+# ---------------------------------------------------------------------------------------------
+# Predictions of one eval batch.
+
+
+def _classifier_pairs(model, params, batch, labels) -> tuple[list[str], list[str]]:
+  """(target label names, predicted label names) at every classified position of `batch`."""
+  import jax  # noqa: PLC0415
+
+  log_probs = np.asarray(jax.device_get(_jitted(model, "classify")(params, batch)))
+  weights = np.asarray(jax.device_get(batch["classification_loss_weights"])) > 0
+  truth = np.asarray(jax.device_get(batch["classification_labels"]))[weights]
+  predicted = log_probs.argmax(-1)[weights]
+  name = (lambda i: labels[i]) if labels else str
+  return [name(int(i)) for i in truth], [name(int(i)) for i in predicted]
+
+
+@functools.cache
+def _jitted(model, method: str):
+  import jax  # noqa: PLC0415
+
+  return jax.jit(getattr(model, method))
+
+
+def _generation_pairs(model, params, batch, vocabulary, max_new_tokens: int):
+  """(target texts, greedy predictions) of the examples of an unpacked batch."""
+  from t5x_lite import decoding  # noqa: PLC0415
+
+  eos = vocabulary.eos_id
+  targets = np.asarray(batch["decoder_target_tokens"])
+  weights = np.asarray(batch["decoder_loss_weights"]) > 0
+  if model.config.family == "encoder_decoder":
+    inputs = np.asarray(batch["encoder_input_tokens"])
+    prompts = [row[row > 0].tolist() for row in inputs]
+    target_ids = [row[w].tolist() for row, w in zip(targets, weights)]
+  else:  # prompt (loss weight 0) -> completion (loss weight 1), unpacked rows
+    prompts, target_ids = [], []
+    for row, w in zip(targets, weights):
+      length = int(np.sum(row > 0))
+      prompts.append(row[:length][~w[:length]].tolist())
+      target_ids.append(row[:length][w[:length]].tolist())
+  keep = [i for i, (p, t) in enumerate(zip(prompts, target_ids)) if p and t]
+  if not keep:
+    return [], []
+  generated = decoding.generate_ids(
+    model, params, [prompts[i] for i in keep], max_new_tokens=max_new_tokens, eos_id=eos
+  )
+  truth = [vocabulary.decode(decoding.strip_after_eos(target_ids[i], eos)) for i in keep]
+  predicted = [vocabulary.decode(decoding.strip_after_eos(row, eos)) for row in generated]
+  return truth, predicted
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate_checkpoint(
+  workdir: str,
+  step: int | None = None,
+  task: str | None = None,
+  num_batches: int | None = None,
+  *,
+  devices: Sequence[Any] | None = None,
+  write: bool = True,
+) -> dict[str, Any]:
+  """Evaluates a checkpoint of `workdir` (latest, or `step`) on `task`'s validation split
+  (default: the run's eval task) over `num_batches` batches (default: train.eval_steps)."""
+  import flax.linen as nn  # noqa: PLC0415
+  import jax  # noqa: PLC0415
+
+  from t5x_lite import checkpoints, partitioning  # noqa: PLC0415
+  from t5x_lite import metrics as metrics_lib  # noqa: PLC0415
+  from t5x_lite.data import finetune, pipeline, registry  # noqa: PLC0415
+  from t5x_lite.training import loop, optimizers  # noqa: PLC0415
+  from t5x_lite.training import state as state_lib  # noqa: PLC0415
+  from t5x_lite.training import step as step_lib  # noqa: PLC0415
+
+  checkpointer = checkpoints.open_existing(workdir)
+  step = checkpointer._check_step(step)
+  config = checkpointer.restore_config(step)
+  if task:
+    with config.unlocked():
+      config.data.eval_task = task
+  task_name = config.data.eval_task or config.data.task
+  num_batches = int(num_batches or config.train.eval_steps)
+  if num_batches <= 0:
+    raise ValueError(f"--num-batches {num_batches}: expected a positive number of batches")
+
+  # The training loop's mesh, data shards, shardings and jitted eval step.
+  devices = list(devices) if devices is not None else jax.devices()
+  mesh = partitioning.make_mesh(config, devices)
+  rules = partitioning.logical_rules(config)
+  batch_sharding = partitioning.batch_sharding(mesh, rules)
+  vocabulary = pipeline.get_vocabulary(config, workdir)
+  model = loop.build_model(config)
+  converter = model.feature_converter(config.data.pack)
+  num_shards = config.data.num_shards or jax.process_count()
+  make_stream = functools.partial(
+    loop.DataStream, config, vocabulary, converter, split="validation", num_shards=num_shards
+  )
+  global_batch = config.train.batch_size // config.train.microbatches
+  input_shapes = loop._shapes_from_batch(next(make_stream()), global_batch)
+  optimizer, _ = optimizers.make_optimizer(config)
+  abstract_boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), input_shapes))
+  shardings = state_lib.state_shardings(abstract_boxed, optimizer, mesh, rules).params
+  abstract = jax.tree.map(
+    lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+    nn.unbox(abstract_boxed),
+    shardings,
+  )
+  params = checkpointer.restore_params(abstract, step)
+  eval_step = jax.jit(
+    functools.partial(step_lib.eval_step, model=model, rules=rules),
+    in_shardings=(shardings, batch_sharding),
+    out_shardings=partitioning.replicated(mesh),
+  )
+  with partitioning.use_mesh(mesh, rules):
+    results: dict[str, Any] = loop.evaluate(
+      eval_step, params, config, make_stream, batch_sharding, num_batches
+    )
+
+  # The task's metric functions on predictions.
+  entry = registry.get_task_or_mixture(task_name)
+  metric_fns = tuple(getattr(entry, "metric_fns", ()) or ())
+  if metric_fns:
+    local = jax.device_get(params)  # predictions run on one device, no mesh needed
+    pairs = _predictions(
+      model, local, config, vocabulary, make_stream, num_batches, finetune.task_labels(entry)
+    )
+    for fn in metric_fns:
+      results.update({k: float(v) for k, v in fn(*pairs).items()})
+    results["num_examples"] = len(pairs[0])
+
+  if write and jax.process_index() == 0:
+    writer = metrics_lib.MetricsWriter(workdir)
+    writer.write(step, results, prefix="eval/")
+    writer.close()
+    out_dir = os.path.join(workdir, "eval")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{task_name}_step_{step}.json")
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump({"step": step, "task": task_name, **results}, f, indent=2, sort_keys=True)
+  return {"step": step, "task": task_name, **results}
+
+
+def _predictions(model, params, config, vocabulary, make_stream, num_batches, labels):
+  """(targets, predictions) over `num_batches` validation batches for the metric functions."""
+  from t5x_lite.training import loop  # noqa: PLC0415
+
+  truth, predicted = [], []
+  if config.model.head:
+    stream = make_stream()
+    for _ in range(num_batches):
+      t, p = _classifier_pairs(model, params, next(stream), labels)
+      truth += t
+      predicted += p
+    return truth, predicted
+  # Generation needs one example per row: an unpacked stream of the same split.
+  unpacked = loop.DataStream(
+    config, vocabulary, model.feature_converter(False), split="validation",
+    num_shards=config.data.num_shards or 1,
+  )  # fmt: skip
+  lengths = dict(config.data.feature_lengths)
+  max_new = int(lengths.get("targets", max(lengths.values())))
+  for _ in range(num_batches):
+    t, p = _generation_pairs(model, params, next(unpacked), vocabulary, max_new)
+    truth += t
+    predicted += p
+  return truth, predicted
