@@ -62,7 +62,7 @@ class DecoderLM(nn.Module):
     x = embed(tokens)  # [batch, length, embed]
     if config.position == "learned":
       x = x + layers.Embed(
-        config.max_length, config.d_model, dtype=dtype, embedding_init=layers.normal(0.01),
+        config.max_length, config.d_model, dtype=dtype, embedding_init=inits["embed"],
         axes=("length", "embed"), name="position_embedder",
       )(decoder_positions)  # fmt: skip
     x = layers.dropout(config, x, deterministic)

@@ -398,8 +398,8 @@ class MLP(nn.Module):
     else:
       h = act(dense((config.d_ff,), ("mlp",), kernel_init=self.wi_init, name="wi")(x))
     h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
-    if not deterministic and config.dropout_rate > 0:
-      # T5 drops out the hidden activations too.
+    if not deterministic and config.dropout_rate > 0 and config.family == "encoder_decoder":
+      # T5 drops out the hidden activations too (GPT-2 and BERT only the MLP output).
       h = nn.Dropout(config.dropout_rate)(h, deterministic=False)
     return dense(
       (config.d_model,), ("embed",), in_axes=("mlp",), kernel_init=self.wo_init, name="wo"
@@ -409,12 +409,16 @@ class MLP(nn.Module):
 def family_inits(config: ModelConfig) -> dict[str, Initializer]:
   """Initializers of the reference implementations (HF `_init_weights`).
 
-  GPT-2 / BERT: normal(0.02) everywhere. T5: normal with fan-in scaling, queries additionally by
+  GPT-2 / BERT: normal(0.02) (GPT-2's residual projections / sqrt(2 * layers)). T5: normal with fan-in scaling, queries additionally by
   1/sqrt(head_dim) because T5 attention has no 1/sqrt(d) factor, embeddings normal(1).
   """
   if config.family != "encoder_decoder":
     init = normal(0.02)
-    return dict(q=init, k=init, v=init, o=init, wi=init, wo=init, embed=init, head=init)
+    # GPT-2 scales the residual output projections by 1/sqrt(2 * layers) (HF `c_proj`).
+    residual = (
+      normal(0.02 / math.sqrt(2 * config.num_layers)) if config.family == "decoder" else init
+    )
+    return dict(q=init, k=init, v=init, o=residual, wi=init, wo=residual, embed=init, head=init)
   depth = head_dim(config)
   return dict(
     q=normal((config.d_model * depth) ** -0.5),
