@@ -173,9 +173,10 @@ def test_nonfinite_gradient_is_skipped():
   )
   state = state.replace(params=poisoned)
   batch["decoder_input_tokens"][0, 1] = 5
-  new_state, metrics = step_lib.train_step(
-    state, batch, jax.random.key(0), model=model, optimizer=optimizer, schedule=schedule
+  step = jax.jit(
+    functools.partial(step_lib.train_step, model=model, optimizer=optimizer, schedule=schedule)
   )
+  new_state, metrics = step(state, batch, jax.random.key(0))
   assert float(metrics["finite"][0]) == 0.0
   assert int(new_state.skipped_steps) == 1 and int(new_state.step) == 1
   jax.tree.map(np.testing.assert_array_equal, new_state.params, state.params)
