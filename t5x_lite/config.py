@@ -506,9 +506,11 @@ def from_json(text: str) -> ml_collections.ConfigDict:
     for key, value in values.items():
       if key not in node:
         continue  # a key from an older version: ignore rather than fail to load a checkpoint
+      free_form = prefix + key == "data.feature_lengths"  # its keys are not the base's
       if isinstance(node[key], ml_collections.ConfigDict) and isinstance(value, dict):
-        fill(node[key], value, prefix + key + ".")
-        continue
+        if not free_form:
+          fill(node[key], value, prefix + key + ".")
+          continue
       if isinstance(node[key], tuple) and isinstance(value, list):
         value = _tuplify(value)
       with node.unlocked():
