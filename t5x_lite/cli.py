@@ -3,6 +3,9 @@
   t5x-lite train [--config configs/gpt.py:tiny] [--workdir runs/gpt_tiny] [--config.train.steps=20]
   t5x-lite eval --workdir W [--step N]
   t5x-lite generate --workdir W --prompt "..." [--max-new-tokens 64 --temperature 0 --top-k 0 --seed 0]
+                    [--prompt-file F --output out.jsonl --num-beams 4 --alpha 0.6]
+  t5x-lite embed --workdir W --input texts.txt --output emb.npy [--pooling mean|cls]
+  t5x-lite predict --workdir W --input texts.txt [--output predictions.jsonl]
   t5x-lite tasks list | t5x-lite tasks show NAME [-n 3]
   t5x-lite tokenizer train --input 'corpus/*.txt' --vocab-size 32000 --extra-ids 100 --out spm
   t5x-lite convert --from hf --model path/to/hf_dir --out runs/init
@@ -49,6 +52,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     loop.TrainingError,
     FileNotFoundError,
   ]
+  from t5x_lite import inference  # noqa: PLC0415
+
+  errors.append(inference.InferenceError)
   try:
     from t5x_lite.data import registry  # noqa: PLC0415
 
@@ -105,27 +111,38 @@ def cmd_eval(args, overrides: Sequence[str]) -> int:
   return 0
 
 
-def cmd_generate(args, overrides: Sequence[str]) -> int:
-  from t5x_lite import decoding  # noqa: PLC0415
+def _read_texts(args, flag: str = "prompt") -> list[str]:
+  """--prompt/--text values plus the lines of --prompt-file/--input; empty ones are errors."""
+  texts = list(getattr(args, flag) or [])
+  path = args.prompt_file if flag == "prompt" else args.input
+  option = "--prompt-file" if flag == "prompt" else "--input"
+  if path:
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"{option} {path} does not exist")
+    with open(path, encoding="utf-8") as f:
+      lines = [line.rstrip("\n") for line in f]
+    if not any(line.strip() for line in lines):
+      raise UsageError(f"{option} {path} has no non-empty line")
+    texts += [line for line in lines if line.strip()]
+  if not texts:
+    raise UsageError(f"nothing to do: give --{flag} TEXT (repeatable) or {option} FILE")
+  if any(not t.strip() for t in texts):
+    raise UsageError(f"a --{flag} is empty: every --{flag} needs some text")
+  return texts
 
-  prompts = list(args.prompt or [])
-  if args.prompt_file:
-    if not os.path.exists(args.prompt_file):
-      raise FileNotFoundError(f"--prompt-file {args.prompt_file} does not exist")
-    with open(args.prompt_file, encoding="utf-8") as f:
-      prompts += [line.rstrip("\n") for line in f if line.strip()]
-  if not prompts:
-    raise UsageError("no prompt: give --prompt TEXT (repeatable) or --prompt-file FILE")
-  if any(not p.strip() for p in prompts):
-    raise UsageError("a prompt is empty: every --prompt needs some text")
-  outputs = decoding.generate_from_workdir(
-    args.workdir,
+
+def cmd_generate(args, overrides: Sequence[str]) -> int:
+  from t5x_lite import inference  # noqa: PLC0415
+
+  prompts = _read_texts(args, "prompt")
+  outputs = inference.load(args.workdir, step=args.step).generate(
     prompts,
-    step=args.step,
     max_new_tokens=args.max_new_tokens,
     temperature=args.temperature,
     top_k=args.top_k,
     top_p=args.top_p,
+    num_beams=args.num_beams,
+    alpha=args.alpha,
     seed=args.seed,
   )
   out = open(args.output, "w", encoding="utf-8") if args.output else None
@@ -137,6 +154,32 @@ def cmd_generate(args, overrides: Sequence[str]) -> int:
   if out:
     out.close()
     print(f"wrote {len(prompts)} generations to {args.output}")
+  return 0
+
+
+def cmd_embed(args, overrides: Sequence[str]) -> int:
+  import numpy as np  # noqa: PLC0415
+
+  from t5x_lite import inference  # noqa: PLC0415
+
+  texts = _read_texts(args, "text")
+  embeddings = inference.load(args.workdir, step=args.step).embed(texts, pooling=args.pooling)
+  np.save(args.output, embeddings)
+  print(f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings to {args.output}")
+  return 0
+
+
+def cmd_predict(args, overrides: Sequence[str]) -> int:
+  from t5x_lite import inference  # noqa: PLC0415
+
+  texts = _read_texts(args, "text")
+  results = inference.load(args.workdir, step=args.step).classify(texts)
+  out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+  for text, result in zip(texts, results):
+    out.write(json.dumps({"text": text, **result}) + "\n")
+  if args.output:
+    out.close()
+    print(f"wrote {len(texts)} predictions to {args.output}")
   return 0
 
 
@@ -237,7 +280,26 @@ def build_parser() -> argparse.ArgumentParser:
   gen.add_argument("--top-k", type=int, default=0)
   gen.add_argument("--top-p", type=float, default=1.0)
   gen.add_argument("--seed", type=int, default=0)
+  gen.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams")
+  gen.add_argument("--alpha", type=float, default=0.6, help="beam search length penalty")
   gen.set_defaults(func=cmd_generate)
+
+  emb = sub.add_parser("embed", help="sentence embeddings of texts to a .npy file")
+  emb.add_argument("--workdir", required=True)
+  emb.add_argument("--text", action="append", help="a text (repeatable)")
+  emb.add_argument("--input", default=None, help="one text per line")
+  emb.add_argument("--output", required=True, help="the .npy file to write ([n, d_model])")
+  emb.add_argument("--pooling", default="mean", choices=("mean", "cls"))
+  emb.add_argument("--step", type=int, default=None)
+  emb.set_defaults(func=cmd_embed)
+
+  pred = sub.add_parser("predict", help="labels and probabilities from a fine-tuned classifier")
+  pred.add_argument("--workdir", required=True)
+  pred.add_argument("--text", action="append", help="a text (repeatable)")
+  pred.add_argument("--input", default=None, help="one text per line")
+  pred.add_argument("--output", default=None, help="write JSONL here instead of printing")
+  pred.add_argument("--step", type=int, default=None)
+  pred.set_defaults(func=cmd_predict)
 
   tasks = sub.add_parser("tasks", help="list registered tasks or show what one feeds the model")
   tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True)

@@ -7,7 +7,7 @@ evaluate_checkpoint(workdir, step=None, task=None, num_batches=None) -> {name: v
   jitted eval step, so the numbers are the loop's eval numbers, deterministically.
 
   The task's metric functions (`Task.metric_fns`, seqio's `fn(targets, predictions) -> dict`)
-  on the same number of validation examples: for classifiers the predicted label names, for
+  on the same number of validation examples, reported as 'task/<name>': for classifiers the predicted label names, for
   generative models the greedy decoding of each example's inputs (text-to-text) or prompt
   (decoder prompt -> completion) against its target text.
 
@@ -218,7 +218,8 @@ def evaluate_checkpoint(
       model, local, config, vocabulary, make_stream, num_batches, finetune.task_labels(entry)
     )
     for fn in metric_fns:
-      results.update({k: float(v) for k, v in fn(*pairs).items()})
+      # 'task/' keeps them apart from the loop's metrics ('accuracy' is a token accuracy there).
+      results.update({f"task/{k}": float(v) for k, v in fn(*pairs).items()})
     results["num_examples"] = len(pairs[0])
 
   if write and jax.process_index() == 0:
