@@ -258,3 +258,32 @@ def test_input_shapes_accept_task_converter_and_model_feature_lengths():
     )
   with pytest.raises(ValueError, match="no length for the decoder"):
     t5.input_shapes(2, {"inputs": 16})
+
+
+@pytest.mark.parametrize("family", ["bert", "t5"])
+def test_pulse_loss_falls_on_a_fixed_batch(family, bert, t5):
+  import optax
+
+  model, params = bert if family == "bert" else t5
+  rng = np.random.default_rng(5)
+  if family == "bert":
+    tokens = rng.integers(5, 64, (2, LENGTH))
+    batch = _bert_batch(tokens, np.ones((2, LENGTH), int), np.tile(np.arange(LENGTH), (2, 1)),
+                        np.zeros((2, LENGTH), int))  # fmt: skip
+  else:
+    batch = _t5_batch(rng.integers(2, 64, (2, LENGTH)), rng.integers(2, 64, (2, 6)))
+  optimizer = optax.adam(3e-3)
+  params = nn.meta.unbox(params)
+
+  @jax.jit
+  def step(params, state):
+    loss, grads = jax.value_and_grad(lambda p: model.loss(p, batch, deterministic=True)[0])(params)
+    updates, state = optimizer.update(grads, state)
+    return optax.apply_updates(params, updates), state, loss
+
+  state = optimizer.init(params)
+  losses = []
+  for _ in range(15):
+    params, state, loss = step(params, state)
+    losses.append(float(loss))
+  assert np.isfinite(losses).all() and losses[-1] < 0.8 * losses[0], losses
