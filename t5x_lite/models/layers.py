@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.ad_checkpoint import checkpoint_name
 
 from t5x_lite.models.config import ModelConfig
 
@@ -34,6 +35,7 @@ Initializer = Any
 # Additive bias of a masked attention logit. Finite (unlike finfo.min) so that a fully masked
 # row (a padding query) gives a uniform softmax instead of NaN; exp(-1e10) is exactly 0 in f32.
 MASK_VALUE = -1e10
+MATMUL = "low_precision_matmul"  # checkpoint name of the bf16 dense outputs (see matmul)
 
 
 def compute_dtype(config: ModelConfig) -> jnp.dtype:
@@ -107,7 +109,8 @@ def matmul(
   size = int(np.prod(k))
   x2 = x.reshape(-1, size)
   w2 = kernel.reshape(-1, size) if kernel_transposed else kernel.reshape(size, -1)
-  y = _low_precision_matmul(x2, w2, jnp.dtype(dtype), kernel_transposed)
+  # Named so that remat 'minimal' can save it: a custom_vjp hides the dot from the policy.
+  y = checkpoint_name(_low_precision_matmul(x2, w2, jnp.dtype(dtype), kernel_transposed), MATMUL)
   return y.reshape(batch_shape + tuple(out_shape))
 
 

@@ -23,7 +23,10 @@ from t5x_lite.models.config import ModelConfig
 Array = jax.Array
 
 REMAT_POLICIES = {
-  "minimal": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+  "minimal": jax.checkpoint_policies.save_from_both_policies(
+    jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+    jax.checkpoint_policies.save_only_these_names(layers.MATMUL),
+  ),
   "full": jax.checkpoint_policies.nothing_saveable,
 }
 
