@@ -128,7 +128,6 @@ def _generated(sequence: jax.Array, starts: jax.Array, max_new_tokens: int) -> j
     "temperature",
     "top_k",
     "top_p",
-    "eos_id",
     "use_cache",
   ),
 )
@@ -151,6 +150,7 @@ def generate_tokens(
   prompts [batch, prompt_len] int32 (right-padded with 0), prompt_lengths [batch]: the decoder
   prompt, or for the encoder-decoder the encoder inputs (lengths unused: 0 is padding).
   Returns [batch, max_new_tokens] int32: the generated tokens, 0 after a row's EOS.
+  `eos_id` is traced (not static): -1 = never stop, without another compile.
   """
   batch = prompts.shape[0]
   encoder_decoder = _is_encoder_decoder(model)
@@ -201,7 +201,7 @@ def _reorder_cache(cache: Any, index: jax.Array) -> Any:
 
 
 @functools.partial(
-  jax.jit, static_argnames=("model", "num_beams", "max_new_tokens", "alpha", "eos_id", "use_cache")
+  jax.jit, static_argnames=("model", "num_beams", "max_new_tokens", "alpha", "use_cache")
 )
 def beam_search(
   model,
