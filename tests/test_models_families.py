@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from t5x_lite.config import load_config_file
+from t5x_lite.config import load_config_file, validate
 from t5x_lite.convert import hf
 from t5x_lite.models import build_model, to_model_config
 from t5x_lite.models.layers import relative_position_bucket
@@ -224,7 +224,7 @@ def test_conversion_errors_name_the_problem(tmp_path):
 def test_convert_to_checkpoint_restores_as_params(tmp_path):
   from t5x_lite import checkpoints
 
-  config = _tiny("configs/gpt.py:tiny", max_length=16)
+  config = dataclasses.replace(_tiny("configs/gpt.py:tiny", max_length=16), vocab_size=512)
   model = build_model(config)
   abstract = nn.meta.unbox(
     jax.eval_shape(model.init, jax.random.key(0), model.input_shapes(1, {"targets": 4}))
@@ -234,7 +234,9 @@ def test_convert_to_checkpoint_restores_as_params(tmp_path):
   hf.export_hf(config, params, str(tmp_path / "hf"))
   hf.convert_to_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
   source = checkpoints.open_existing(str(tmp_path / "run"))
-  assert source.restore_config().model.d_model == 32
+  restored_config = source.restore_config()
+  assert restored_config.model.d_model == 32
+  validate(restored_config)  # a complete, valid config (feature lengths within max_length)
   restored = source.restore_params(abstract)
   jax.tree_util.tree_map(np.testing.assert_array_equal, restored, params)
   hf.export_checkpoint(str(tmp_path / "run"), str(tmp_path / "back"))

@@ -547,6 +547,8 @@ def full_config(model_config: ModelConfig, hf_dir: str | None = None) -> Any:
   config = base_config()
   config.model.update(dataclasses.asdict(model_config))
   task, lengths = _FAMILY_DATA[model_config.family]
+  if model_config.position == "learned":  # no longer than the learned positions
+    lengths = {name: min(length, model_config.max_length) for name, length in lengths.items()}
   config.data.task = task
   with config.data.unlocked():
     config.data.feature_lengths = lengths
