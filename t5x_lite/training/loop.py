@@ -388,7 +388,8 @@ def train_and_evaluate(
   writer.close()
   progress.write(f"final eval at step {step}: " + _format(last_eval))
   result = {"step": step, "eval": last_eval, "params": state.params, "num_params": num_params}
-  if is_main and train_config.sample_prompt and config.model.family != "encoder":
+  generative = config.model.family != "encoder" and not config.model.head
+  if is_main and train_config.sample_prompt and generative:
     result["sample"] = _print_sample(model, state.params, vocabulary, config, mesh, rules)
   return result
 
