@@ -66,6 +66,23 @@ def _low_precision_matmul_fwd(x, w, dtype, w_transposed):
   return _low_precision_matmul(x, w, dtype, w_transposed), (x, w)
 
 
+def _physical_transpose(a: Array) -> Array:
+  """aᵀ [N, M] of a [M, N], materialized row-major.
+
+  XLA folds a plain transpose into the dot as a transposed-lhs contraction, which its CPU
+  backend only runs in float32 (it upcasts both bf16 operands). Splitting an axis by 8 makes the
+  transpose a real copy, and the barrier keeps it from being folded back.
+  """
+  rows, cols = a.shape
+  if rows % 8 == 0:
+    t = jnp.transpose(a.reshape(rows // 8, 8, cols), (2, 0, 1))
+  elif cols % 8 == 0:
+    t = jnp.transpose(a.reshape(rows, cols // 8, 8), (1, 2, 0))
+  else:
+    t = jnp.transpose(a)
+  return lax.optimization_barrier(t.reshape(cols, rows))
+
+
 def _low_precision_matmul_bwd(dtype, w_transposed, residuals, g):
   # Autodiff of a bf16 x bf16 -> f32 dot would contract the f32 cotangent with a bf16 operand,
   # which XLA runs as an f32 matmul (~2-3x slower on CPU). Here the two backward matmuls also
@@ -73,12 +90,13 @@ def _low_precision_matmul_bwd(dtype, w_transposed, residuals, g):
   x, w = residuals
   g, xc, wc = g.astype(dtype), x.astype(dtype), w.astype(dtype)
   f32 = jnp.float32
+  standard = (((1,), (0,)), ((), ()))
   if w_transposed:  # y = x · wᵀ, w [N, K]
-    dx = lax.dot_general(g, wc, (((1,), (0,)), ((), ())), preferred_element_type=f32)
-    dw = lax.dot_general(g, xc, (((0,), (0,)), ((), ())), preferred_element_type=f32)
+    dx = lax.dot_general(g, wc, standard, preferred_element_type=f32)
+    dw = lax.dot_general(_physical_transpose(g), xc, standard, preferred_element_type=f32)
   else:  # y = x · w, w [K, N]
     dx = lax.dot_general(g, wc, (((1,), (1,)), ((), ())), preferred_element_type=f32)
-    dw = lax.dot_general(xc, g, (((0,), (0,)), ((), ())), preferred_element_type=f32)
+    dw = lax.dot_general(_physical_transpose(xc), g, standard, preferred_element_type=f32)
   return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
