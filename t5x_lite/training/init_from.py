@@ -69,13 +69,49 @@ def match(
   return loaded, initialized, ignored
 
 
-def load(params: Any, path: str, param_shardings: Any) -> Any:
+def check_vocabulary(source: checkpoints.Checkpointer, step: int, path: str, vocabulary) -> None:
+  """The new run must read token ids as the checkpoint's run did (same SentencePiece model);
+  otherwise the pre-trained embeddings would be looked up with the wrong ids, silently."""
+  saved = source.restore_config(step).data
+  proto = getattr(vocabulary, "model_proto", None)
+  if saved.vocab != "sentencepiece" or proto is None:
+    if (saved.vocab == "sentencepiece") != (proto is not None):
+      raise InitFromError(
+        f"train.init_from={path}: the checkpoint used data.vocab={saved.vocab!r}, this run a "
+        f"{type(vocabulary).__name__}"
+      )
+    return
+  candidates = []
+  if saved.vocab_path and os.path.exists(saved.vocab_path):
+    candidates = [saved.vocab_path]
+  else:  # trained by that run and cached in its workdir
+    vocab_dir = os.path.join(os.path.dirname(source.directory.rstrip("/")), "vocab")
+    if os.path.isdir(vocab_dir):
+      candidates = [
+        os.path.join(vocab_dir, f) for f in os.listdir(vocab_dir) if f.endswith(".model")
+      ]
+  if not candidates:
+    logging.warning("init_from: the vocabulary of %s was not found; not checked", path)
+    return
+  for candidate in candidates:
+    with open(candidate, "rb") as f:
+      if f.read() == proto:
+        return
+  raise InitFromError(
+    f"train.init_from={path}: this run's vocabulary differs from the checkpoint's; set "
+    f"data.vocab_path={sorted(candidates)[0]} so that token ids mean the same thing"
+  )
+
+
+def load(params: Any, path: str, param_shardings: Any, vocabulary=None) -> Any:
   """`params` (the fresh, sharded init) with every parameter the checkpoint at `path` has."""
   if not path or not os.path.exists(path) and "://" not in path:
     raise InitFromError(f"train.init_from={path!r} does not exist (expected a workdir or a "
                         "checkpoint directory of a previous run)")  # fmt: skip
   source = checkpoints.open_existing(path)
   step = source.latest_step()
+  if vocabulary is not None:
+    check_vocabulary(source, step, path, vocabulary)
   target_flat = _flat(params)
   loaded, initialized, ignored = match(
     {k: v.shape for k, v in target_flat.items()}, saved_param_shapes(source, step), path

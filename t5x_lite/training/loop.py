@@ -270,7 +270,7 @@ def train_and_evaluate(
   else:
     state, _ = state_lib.init_sharded(init_params, optimizer, mesh, rules)
     if train_config.init_from:
-      state = _init_from(state, train_config.init_from, abstract_boxed, state_shardings)
+      state = _init_from(state, train_config.init_from, abstract_boxed, state_shardings, vocabulary)
   logging.info(
     "model: %s, %s parameters (%.1fs to create/restore)",
     config.model.family,
@@ -404,13 +404,14 @@ def _format(scalars: dict[str, float]) -> str:
   return " | ".join(f"{k} {v:.4g}" for k, v in sorted(scalars.items()))
 
 
-def _init_from(state, path: str, abstract_boxed, state_shardings):
+def _init_from(state, path: str, abstract_boxed, state_shardings, vocabulary=None):
   """Loads params from another run by name (fine-tuning); the optimizer and the step start
   fresh. New parameters (a head) keep their initialization (training/init_from.py)."""
   from t5x_lite.training import init_from  # noqa: PLC0415
 
   del abstract_boxed  # the fresh params carry the shapes and dtypes
-  return state.replace(params=init_from.load(state.params, path, state_shardings.params))
+  params = init_from.load(state.params, path, state_shardings.params, vocabulary)
+  return state.replace(params=params)
 
 
 def _print_sample(model, params, vocabulary, config, mesh, rules) -> str:
