@@ -160,3 +160,13 @@ def test_token_classification_head_and_converter():
   loss, metrics = model.loss(params, batch, None, deterministic=True)
   assert float(metrics["loss"][1]) == 5
   assert abs(float(loss) - np.log(3)) < 0.5  # about uniform over 3 tags at init
+
+
+def test_eval_cli_prints_json_and_rejects_unknown_task(t5_run, capsys):
+  workdir, _ = t5_run
+  capsys.readouterr()
+  assert cli.main(["eval", "--workdir", workdir, "--num-batches", "1"]) == 0
+  printed = json.loads(capsys.readouterr().out)
+  assert printed["num_examples"] == 8 and "task/rouge_l" in printed and printed["step"] == 2
+  assert cli.main(["eval", "--workdir", workdir, "--task", "no_such_task"]) == 2
+  assert "no Task or Mixture named 'no_such_task'" in capsys.readouterr().err
