@@ -360,6 +360,15 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       isinstance(m.num_labels, int) and m.num_labels >= 2,
       f"config.model.num_labels={m.num_labels!r}: model.head={m.head!r} needs at least 2 labels",
     )
+    _require(
+      m.family != "encoder_decoder",
+      f"config.model.head={m.head!r}: encoder-decoder models fine-tune as text-to-text (labels "
+      "as target text, data.finetune.text_to_text_task); heads exist for 'encoder' and 'decoder'",
+    )
+    _require(
+      m.head != "token_classification" or m.family == "encoder",
+      f"config.model.head='token_classification' needs model.family='encoder', found {m.family!r}",
+    )
   _require(m.lm_loss_weight >= 0, f"config.model.lm_loss_weight={m.lm_loss_weight}: expected >= 0")
 
   _one_of(config, "data.vocab", d.vocab, ("sentencepiece", "byte"))
