@@ -229,6 +229,14 @@ def _unknown_key_message(key: str, node: Any) -> str:
   last = key.split(".")[-1]
   close = difflib.get_close_matches(last, known, n=3)
   hint = f"; did you mean {', '.join(close)}?" if close else ""
+  # The right name in another section (e.g. train.lm_loss_weight -> model.lm_loss_weight).
+  elsewhere = [
+    f"{section}.{last}"
+    for section, values in base_config().items()
+    if isinstance(values, ml_collections.ConfigDict) and last in values
+  ]
+  if elsewhere and not close:
+    hint = f"; it is config.{' / config.'.join(elsewhere)}"
   return f"unknown config key {key!r}{hint} (known here: {', '.join(known)})"
 
 

@@ -35,6 +35,11 @@ def test_override_is_type_checked_and_applied():
   [
     ("train.stepz", "3", "unknown config key 'train.stepz'; did you mean steps"),
     ("trian.steps", "3", "unknown config key 'trian'"),
+    (
+      "train.lm_loss_weight",
+      "0.5",
+      "unknown config key 'train.lm_loss_weight'; it is config.model.lm_loss_weight",
+    ),
     ("train.steps", "many", "expected an int, found 'many'"),
     ("model.scan_layers", "maybe", "expected a bool"),
     ("model.num_heads", "3", "num_heads=3 does not divide model.d_model=64"),
