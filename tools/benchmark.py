@@ -86,8 +86,8 @@ def _peak_for(dtype: str, args) -> tuple[float, float | None, str]:
   known = metrics_lib.peak_flops_per_device(dtype)
   if known:
     return known, None, "table"
-  wall, cpu = measure_matmul_peak(dtype, args.peak_size)
-  return wall, cpu, f"measured {args.peak_size}^3 matmul"
+  wall, cpu = measure_matmul_peak(dtype, tuple(args.peak_sizes))
+  return wall, cpu, f"best matmul of sizes {args.peak_sizes}"
 
 
 def cmd_step(args, overrides) -> dict[str, Any]:
@@ -104,7 +104,7 @@ def cmd_step(args, overrides) -> dict[str, Any]:
   result = bench_step(config, steps=args.steps, warmup=args.warmup, devices=devices)
   result.update(config=args.config, overrides=dict(overrides), preset=args.preset)
   if peak_cpu is not None:  # measured: again after the steps, the load may have changed
-    wall, cpu = measure_matmul_peak(config.model.dtype, args.peak_size)
+    wall, cpu = measure_matmul_peak(config.model.dtype, tuple(args.peak_sizes))
     result["peak_tflops_before_after"] = (peak / 1e12, wall / 1e12)
     peak, peak_cpu = (peak + wall) / 2, (peak_cpu + cpu) / 2
     result["peak_tflops_per_cpu_s"] = peak_cpu / 1e12
@@ -147,7 +147,7 @@ def cmd_peak(args, overrides) -> dict[str, Any]:
   del overrides
   result = {}
   for mode in ("float32", "bfloat16", "bfloat16_out"):
-    result[mode] = [x / 1e12 for x in measure_matmul_peak(mode, args.peak_size)]
+    result[mode] = [x / 1e12 for x in measure_matmul_peak(mode, tuple(args.peak_sizes))]
   names = {
     "float32": "float32",
     "bfloat16": "bf16 operands, f32 accum",
@@ -157,7 +157,7 @@ def cmd_peak(args, overrides) -> dict[str, Any]:
     ["matmul mode", "TFLOP/s", "TFLOP per CPU-s"],
     [(names[m], f"{w:.3f}", f"{c:.3f}") for m, (w, c) in result.items()],
   )
-  return {"size": args.peak_size, "tflops": result}
+  return {"sizes": args.peak_sizes, "tflops": result}
 
 
 def cmd_compile(args, overrides) -> dict[str, Any]:
@@ -393,7 +393,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_text)
     p.add_argument("--out", default="", help="write the results (and the machine) as JSON here")
     p.add_argument("--fake-devices", type=int, default=0, help="fake CPU devices (set before jax)")
-    p.add_argument("--peak-size", type=int, default=4096, help="matmul size of the peak probe")
+    p.add_argument("--peak-sizes", type=int, nargs="+", default=[1024, 2048, 4096],
+                   help="matmul sizes of the peak probe (the best counts)")  # fmt: skip
     p.add_argument("--peak-tflops", type=float, default=0.0, help="use this peak, measure none")
     return p
 
