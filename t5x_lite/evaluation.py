@@ -160,7 +160,7 @@ def evaluate_checkpoint(
 
   from t5x_lite import checkpoints, partitioning  # noqa: PLC0415
   from t5x_lite import metrics as metrics_lib  # noqa: PLC0415
-  from t5x_lite.data import finetune, pipeline, registry  # noqa: PLC0415
+  from t5x_lite.data import pipeline  # noqa: PLC0415
   from t5x_lite.training import loop, optimizers  # noqa: PLC0415
   from t5x_lite.training import state as state_lib  # noqa: PLC0415
   from t5x_lite.training import step as step_lib  # noqa: PLC0415
@@ -210,17 +210,9 @@ def evaluate_checkpoint(
     )
 
   # The task's metric functions on predictions.
-  entry = registry.get_task_or_mixture(task_name)
-  metric_fns = tuple(getattr(entry, "metric_fns", ()) or ())
-  if metric_fns:
-    local = jax.device_get(params)  # predictions run on one device, no mesh needed
-    pairs = _predictions(
-      model, local, config, vocabulary, make_stream, num_batches, finetune.task_labels(entry)
-    )
-    for fn in metric_fns:
-      # 'task/' keeps them apart from the loop's metrics ('accuracy' is a token accuracy there).
-      results.update({f"task/{k}": float(v) for k, v in fn(*pairs).items()})
-    results["num_examples"] = len(pairs[0])
+  results.update(
+    task_metric_results(model, params, config, vocabulary, make_stream, num_batches, task_name)
+  )
 
   if write and jax.process_index() == 0:
     writer = metrics_lib.MetricsWriter(workdir)
@@ -232,6 +224,32 @@ def evaluate_checkpoint(
     with open(path, "w", encoding="utf-8") as f:
       json.dump({"step": step, "task": task_name, **results}, f, indent=2, sort_keys=True)
   return {"step": step, "task": task_name, **results}
+
+
+def task_metric_results(
+  model, params, config, vocabulary, make_stream, num_batches: int, task_name: str
+) -> dict[str, float]:
+  """The task's metric functions (accuracy, F1, exact match, ROUGE-L, ...) on its predictions,
+  as {'task/<name>': value, 'num_examples': n}; {} when the task has none. Also run by the
+  training loop at every evaluation."""
+  import jax  # noqa: PLC0415
+
+  from t5x_lite.data import finetune, registry  # noqa: PLC0415
+
+  entry = registry.get_task_or_mixture(task_name)
+  metric_fns = tuple(getattr(entry, "metric_fns", ()) or ())
+  if not metric_fns:
+    return {}
+  local = jax.device_get(params)  # predictions run on one device, no mesh needed
+  pairs = _predictions(
+    model, local, config, vocabulary, make_stream, num_batches, finetune.task_labels(entry)
+  )
+  results = {}
+  for fn in metric_fns:
+    # 'task/' keeps them apart from the loop's metrics ('accuracy' is a token accuracy there).
+    results.update({f"task/{k}": float(v) for k, v in fn(*pairs).items()})
+  results["num_examples"] = len(pairs[0])
+  return results
 
 
 def _predictions(model, params, config, vocabulary, make_stream, num_batches, labels):

@@ -301,10 +301,17 @@ def train_and_evaluate(
   dropout_rng = jax.random.key(train_config.seed + 1)
 
   def run_eval(params):
+    from t5x_lite import evaluation  # noqa: PLC0415
+
     with partitioning.use_mesh(mesh, rules):
-      return evaluate(
+      results = evaluate(
         eval_step, params, config, make_eval_stream, batch_sharding, train_config.eval_steps
       )
+    # The task's own metrics (classification accuracy/F1, exact match, ROUGE-L), if it has any.
+    results.update(evaluation.task_metric_results(
+      model, params, config, vocabulary, make_eval_stream, train_config.eval_steps,
+      config.data.eval_task or config.data.task))  # fmt: skip
+    return results
 
   # -- loop -------------------------------------------------------------------------------------
   writer = metrics_lib.MetricsWriter(workdir, enabled=is_main)
