@@ -472,7 +472,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     f"jax {machine['jax']} ({machine['backend']}, {machine['device_count']} devices)",
     flush=True,
   )
-  result = {"command": args.command, "machine": machine, **COMMANDS[args.command](args, overrides)}
+  measured = COMMANDS[args.command](args, overrides)
+  if "machine" in measured:  # benchmark_data.run reports its own (a string): keep it aside
+    measured["reported_machine"] = measured.pop("machine")
+  result = {"command": args.command, "machine": machine, **measured}
   result["machine"]["load_average_1m_end"] = os.getloadavg()[0]
   if args.out:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
