@@ -28,7 +28,7 @@ setuptools.setup(
         # tensorflow-datasets reads ArrayRecord datasets without TensorFlow; the TFDS source test
         # builds a tiny one.
         "test": ["pytest>=8.0", "pytest-xdist>=3.5", "tensorboardX>=2.6", "ruff>=0.5",
-                 "tensorflow-datasets>=4.9.6"],
+                 "tensorflow-datasets>=4.9.6", "matplotlib>=3.7"],
         # The parity tests against Hugging Face. torch is pinned: an unpinned `torch` pulls a
         # multi-GB CUDA build; 2.13.0 has a CPU wheel.
         "hf": ["torch==2.13.0", "transformers>=4.40"],
