@@ -204,3 +204,31 @@ class BaseModel:
   def default_lengths(self) -> dict[str, int]:
     """Small model feature lengths for shape-only work (parameter counts)."""
     raise NotImplementedError
+
+
+class TargetsLMModel(BaseModel):
+  """A family whose loss is next-token cross-entropy on `decoder_target_tokens` (GPT, T5)."""
+
+  def loss(
+    self,
+    params: Any,
+    batch: Mapping[str, Array],
+    rng: Array | None = None,
+    deterministic: bool = False,
+  ) -> tuple[Array, Metrics]:
+    logits = self.apply_logits(params, batch, rng, deterministic or rng is None)
+    targets = batch["decoder_target_tokens"]
+    weights = batch.get("decoder_loss_weights")
+    if weights is None:
+      weights = (targets > 0).astype(jnp.float32)
+    return weighted_lm_loss(
+      logits, targets, weights, self.config.z_loss, self.config.label_smoothing
+    )
+
+  def score(self, params: Any, batch: Mapping[str, Array]) -> Array:
+    """[batch] sum over target tokens (loss weights) of log p(target | inputs and prefix)."""
+    logits = self.apply_logits(params, batch)
+    targets = batch["decoder_target_tokens"]
+    weights = batch.get("decoder_loss_weights", (targets > 0).astype(jnp.float32))
+    _, _, log_prob = cross_entropy_with_logits(logits, targets)
+    return jnp.sum(log_prob * weights, axis=-1)

@@ -81,7 +81,7 @@ class DecoderLM(nn.Module):
     return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
 
 
-class DecoderModel(base.BaseModel):
+class DecoderModel(base.TargetsLMModel):
   """Causal LM on packed documents (`pydoc_causal_lm`)."""
 
   features = (
@@ -116,30 +116,6 @@ class DecoderModel(base.BaseModel):
       decoder_segment_ids=base.segment_ids_or_default(batch, "decoder", targets),
       decoder_positions=base.positions_or_default(batch, "decoder", tokens),
     )
-
-  def loss(
-    self,
-    params: Any,
-    batch: Mapping[str, Array],
-    rng: Array | None = None,
-    deterministic: bool = False,
-  ) -> tuple[Array, base.Metrics]:
-    logits = self.apply_logits(params, batch, rng, deterministic or rng is None)
-    targets = batch["decoder_target_tokens"]
-    weights = batch.get("decoder_loss_weights")
-    if weights is None:
-      weights = (targets > 0).astype(jnp.float32)
-    return base.weighted_lm_loss(
-      logits, targets, weights, self.config.z_loss, self.config.label_smoothing
-    )
-
-  def score(self, params: Any, batch: Mapping[str, Array]) -> Array:
-    """[batch] sum over target tokens (loss weights) of log p(target | prefix)."""
-    logits = self.apply_logits(params, batch)
-    targets = batch["decoder_target_tokens"]
-    weights = batch.get("decoder_loss_weights", (targets > 0).astype(jnp.float32))
-    _, _, log_prob = base.cross_entropy_with_logits(logits, targets)
-    return jnp.sum(log_prob * weights, axis=-1)
 
   # --- decoding -------------------------------------------------------------------------------
 

@@ -132,7 +132,7 @@ class EncoderDecoder(nn.Module):
     )
 
 
-class EncoderDecoderModel(base.BaseModel):
+class EncoderDecoderModel(base.TargetsLMModel):
   """Text-to-text (`pydoc_span_corruption`, prefix LM): loss on the decoder targets."""
 
   features = (
@@ -174,30 +174,6 @@ class EncoderDecoderModel(base.BaseModel):
       decoder_segment_ids=base.segment_ids_or_default(batch, "decoder", targets),
       decoder_positions=base.positions_or_default(batch, "decoder", decoder_inputs),
     )
-
-  def loss(
-    self,
-    params: Any,
-    batch: Mapping[str, Array],
-    rng: Array | None = None,
-    deterministic: bool = False,
-  ) -> tuple[Array, base.Metrics]:
-    logits = self.apply_logits(params, batch, rng, deterministic or rng is None)
-    targets = batch["decoder_target_tokens"]
-    weights = batch.get("decoder_loss_weights")
-    if weights is None:
-      weights = (targets > 0).astype(jnp.float32)
-    return base.weighted_lm_loss(
-      logits, targets, weights, self.config.z_loss, self.config.label_smoothing
-    )
-
-  def score(self, params: Any, batch: Mapping[str, Array]) -> Array:
-    """[batch] sum over target tokens of log p(target | inputs, target prefix)."""
-    logits = self.apply_logits(params, batch)
-    targets = batch["decoder_target_tokens"]
-    weights = batch.get("decoder_loss_weights", (targets > 0).astype(jnp.float32))
-    _, _, log_prob = base.cross_entropy_with_logits(logits, targets)
-    return jnp.sum(log_prob * weights, axis=-1)
 
   # --- decoding -------------------------------------------------------------------------------
 
