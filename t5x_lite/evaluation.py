@@ -199,10 +199,8 @@ def evaluate_checkpoint(
     shardings,
   )
   params = checkpointer.restore_params(abstract, step)
-  eval_step = jax.jit(
-    functools.partial(step_lib.eval_step, model=model, rules=rules),
-    in_shardings=(shardings, batch_sharding),
-    out_shardings=partitioning.replicated(mesh),
+  eval_step = step_lib.jit_eval_step(
+    model, rules=rules, param_shardings=shardings, batch_sharding=batch_sharding, mesh=mesh
   )
   with partitioning.use_mesh(mesh, rules):
     results: dict[str, Any] = loop.evaluate(

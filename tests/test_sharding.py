@@ -76,18 +76,9 @@ def run_one_step(config, devices, batch):
   init = functools.partial(model.init, jax.random.key(0), shapes)
   state, shardings = state_lib.init_sharded(init, optimizer, mesh, rules)
   batch_sharding = partitioning.batch_sharding(mesh, rules)
-  train_step = jax.jit(
-    functools.partial(
-      step_lib.train_step,
-      model=model,
-      optimizer=optimizer,
-      schedule=schedule,
-      microbatches=config.train.microbatches,
-      rules=rules,
-    ),
-    in_shardings=(shardings, batch_sharding, partitioning.replicated(mesh)),
-    out_shardings=(shardings, partitioning.replicated(mesh)),
-  )
+  train_step = step_lib.jit_train_step(
+    model, optimizer, schedule, microbatches=config.train.microbatches, rules=rules,
+    state_shardings=shardings, batch_sharding=batch_sharding, mesh=mesh, donate=False)  # fmt: skip
   with partitioning.use_mesh(mesh, rules):
     global_batch = partitioning.make_global_batch(batch, batch_sharding)
     new_state, metrics = train_step(state, global_batch, jax.random.key(1))

@@ -279,25 +279,12 @@ def train_and_evaluate(
   )
 
   # -- steps --------------------------------------------------------------------------------
-  replicated = partitioning.replicated(mesh)
-  train_step = jax.jit(
-    functools.partial(
-      step_lib.train_step,
-      model=model,
-      optimizer=optimizer,
-      schedule=schedule,
-      microbatches=train_config.microbatches,
-      rules=rules,
-    ),
-    in_shardings=(state_shardings, batch_sharding, replicated),
-    out_shardings=(state_shardings, replicated),
-    donate_argnums=(0,),
-  )
-  eval_step = jax.jit(
-    functools.partial(step_lib.eval_step, model=model, rules=rules),
-    in_shardings=(state_shardings.params, batch_sharding),
-    out_shardings=replicated,
-  )
+  train_step = step_lib.jit_train_step(
+    model, optimizer, schedule, microbatches=train_config.microbatches, rules=rules,
+    state_shardings=state_shardings, batch_sharding=batch_sharding, mesh=mesh)  # fmt: skip
+  eval_step = step_lib.jit_eval_step(
+    model, rules=rules, param_shardings=state_shardings.params, batch_sharding=batch_sharding,
+    mesh=mesh)  # fmt: skip
   dropout_rng = jax.random.key(train_config.seed + 1)
 
   def run_eval(params):

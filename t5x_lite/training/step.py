@@ -6,6 +6,7 @@ combine exactly; `finalize_metrics` turns them into ratios on the host.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -150,3 +151,46 @@ def accumulate(total: dict | None, metrics: dict) -> dict:
   if total is None:
     return {k: (float(n), float(d)) for k, (n, d) in metrics.items()}
   return {k: (total[k][0] + float(n), total[k][1] + float(d)) for k, (n, d) in metrics.items()}
+
+
+def jit_train_step(
+  model,
+  optimizer: optax.GradientTransformation,
+  schedule,
+  *,
+  microbatches: int,
+  rules: partitioning.Rules,
+  state_shardings,
+  batch_sharding,
+  mesh,
+  donate: bool = True,
+):
+  """`train_step` jitted once with explicit shardings, the state donated (its buffers reused).
+
+  Returns f(state, batch, rng) -> (state, metrics); metrics come back replicated.
+  """
+  replicated = partitioning.replicated(mesh)
+  step = functools.partial(
+    train_step,
+    model=model,
+    optimizer=optimizer,
+    schedule=schedule,
+    microbatches=microbatches,
+    rules=rules,
+  )
+  return jax.jit(
+    step,
+    in_shardings=(state_shardings, batch_sharding, replicated),
+    out_shardings=(state_shardings, replicated),
+    donate_argnums=(0,) if donate else (),
+  )
+
+
+def jit_eval_step(model, *, rules: partitioning.Rules, param_shardings, batch_sharding, mesh):
+  """`eval_step` jitted with the params' and the batch's shardings."""
+  step = functools.partial(eval_step, model=model, rules=rules)
+  return jax.jit(
+    step,
+    in_shardings=(param_shardings, batch_sharding),
+    out_shardings=partitioning.replicated(mesh),
+  )
