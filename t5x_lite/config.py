@@ -452,12 +452,40 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     )
   if num_devices is not None:
     sizes = resolve_mesh_shape(config, num_devices)
+    _check_divisible_by_mesh(config, sizes)
     data_parallel = sizes["data"] * sizes["fsdp"]
     per_step = t.batch_size // t.microbatches
     _require(
       per_step % data_parallel == 0,
       f"config.train.batch_size={t.batch_size} (per microbatch {per_step}) is not divisible "
       f"by the {data_parallel} data-parallel devices (mesh data={sizes['data']} x fsdp={sizes['fsdp']})",
+    )
+
+
+def _check_divisible_by_mesh(config: ml_collections.ConfigDict, sizes: dict[str, int]) -> None:
+  """Every dimension a rule shards must split evenly over its mesh axes (else jax fails deep
+  inside jit with an IndivisibleError)."""
+  m = config.model
+  dims = {
+    "embed": ("model.d_model", m.d_model),
+    "mlp": ("model.d_ff", m.d_ff),
+    "heads": ("model.num_heads", m.num_heads),
+    "vocab": ("model.vocab_size", m.vocab_size),
+    "kv": ("model.head_dim", m.head_dim or m.d_model // m.num_heads),
+  }
+  for name, axes in config.mesh.rules:
+    if name not in dims or axes is None:
+      continue
+    axes = axes if isinstance(axes, (tuple, list)) else (axes,)
+    ways = 1
+    for axis in axes:
+      ways *= sizes.get(axis, 1)
+    field, value = dims[name]
+    _require(
+      value % ways == 0,
+      f"config.{field}={value} does not split over the {ways} devices of mesh axes "
+      f"{'x'.join(axes)} that the rule {name!r} -> {tuple(axes)} shards it on "
+      f"(pad it to a multiple of {ways}, e.g. {-(-value // ways) * ways}, or change config.mesh)",
     )
 
 

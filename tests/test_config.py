@@ -124,3 +124,12 @@ def test_every_shipped_config_variant_parses(path):
   for variant in variants:
     config = config_lib.get_config(f"{path}:{variant}")
     assert config.model.family in config_lib.FAMILIES
+
+
+def test_sharded_dimensions_must_divide_their_mesh_axes():
+  config = get("configs/gpt.py:gpt2_small", **{"mesh.preset": "fsdp+tensor"})
+  with pytest.raises(
+    ConfigError, match=r"model.vocab_size=50257 does not split over the 2 devices .* e.g. 50258"
+  ):
+    config_lib.validate(config, num_devices=8)
+  config_lib.validate(get("configs/gpt.py:gpt2_small", **{"mesh.preset": "fsdp"}), num_devices=8)

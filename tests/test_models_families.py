@@ -289,3 +289,16 @@ def test_pulse_loss_falls_on_a_fixed_batch(family, bert, t5):
     params, state, loss = step(params, state)
     losses.append(float(loss))
   assert np.isfinite(losses).all() and losses[-1] < 0.8 * losses[0], losses
+
+
+def test_t5_with_dropout_runs_and_dropout_is_active():
+  """T5 v1.0 pre-trains with dropout 0.1: the stochastic loss differs from the deterministic one."""
+  config = load_config_file("configs/t5.py:tiny")
+  config.model.dropout_rate = 0.1
+  model = build_model(config.model)
+  shapes = model.input_shapes(2, {"inputs": 16, "targets": 8})
+  params = model.init(jax.random.key(0), shapes)
+  batch = model.dummy_batch(shapes)
+  noisy, _ = model.loss(params, batch, jax.random.key(1), deterministic=False)
+  clean, _ = model.loss(params, batch, None, deterministic=True)
+  assert np.isfinite(float(noisy)) and float(noisy) != float(clean)

@@ -47,6 +47,8 @@ class EncoderDecoder(nn.Module):
       position = dict(dtype=dtype, axes=("length", "embed"), embedding_init=layers.normal(0.01))
       self.encoder_position_embedder = layers.Embed(config.max_length, config.d_model, **position)
       self.decoder_position_embedder = layers.Embed(config.max_length, config.d_model, **position)
+    # A setup-style module must create its submodules here (not inline in encode/decode).
+    self.embedding_dropout = nn.Dropout(config.dropout_rate)
     self.encoder = Stack(config, config.num_layers, causal=False)
     self.decoder = Stack(
       config, config.num_decoder_layers or config.num_layers, causal=True, cross_attention=True
@@ -68,7 +70,7 @@ class EncoderDecoder(nn.Module):
     x = self.token_embedder(encoder_input_tokens)
     if self.config.position == "learned":
       x = x + self.encoder_position_embedder(encoder_positions)
-    x = layers.dropout(self.config, x, deterministic)
+    x = self.embedding_dropout(x, deterministic=deterministic)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
     return self.encoder(x, encoder_segment_ids, encoder_positions, deterministic=deterministic)
 
@@ -88,7 +90,7 @@ class EncoderDecoder(nn.Module):
     x = self.token_embedder(decoder_input_tokens)
     if config.position == "learned":
       x = x + self.decoder_position_embedder(decoder_positions)
-    x = layers.dropout(config, x, deterministic)
+    x = self.embedding_dropout(x, deterministic=deterministic)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
     x = self.decoder(
       x,
