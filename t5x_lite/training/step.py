@@ -104,16 +104,23 @@ def train_step(
     grad_norm = optax.global_norm(grads)
     loss_sum, weight = metrics["loss"]
     finite = jnp.isfinite(loss_sum) & jnp.isfinite(grad_norm)
-    updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
 
-    def choose(new, old):
-      return jnp.where(finite, new, old)
+    def apply_update(params, opt_state):
+      updates, new_opt_state = optimizer.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), new_opt_state
 
+    def keep(params, opt_state):
+      return params, opt_state
+
+    # A branch, not jnp.where(finite, new, old) on every leaf: the select is not fused into the
+    # update and cost a full extra pass over params and optimizer state (~5% of a GPT-2 step).
+    new_params, new_opt_state = jax.lax.cond(
+      finite, apply_update, keep, state.params, state.opt_state
+    )
     new_state = state.replace(
       step=state.step + 1,
-      params=jax.tree.map(choose, new_params, state.params),
-      opt_state=jax.tree.map(choose, new_opt_state, state.opt_state),
+      params=new_params,
+      opt_state=new_opt_state,
       skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32),
     )
     metrics = dict(metrics)
