@@ -195,20 +195,9 @@ def build_step(config, devices=None):
     return model.init(init_rng, input_shapes)
 
   state, state_shardings = state_lib.init_sharded(init_params, optimizer, mesh, rules)
-  replicated = partitioning.replicated(mesh)
-  train_step = jax.jit(
-    functools.partial(
-      step_lib.train_step,
-      model=model,
-      optimizer=optimizer,
-      schedule=schedule,
-      microbatches=config.train.microbatches,
-      rules=rules,
-    ),
-    in_shardings=(state_shardings, batch_sharding, replicated),
-    out_shardings=(state_shardings, replicated),
-    donate_argnums=(0,),
-  )
+  train_step = step_lib.jit_train_step(  # exactly as training/loop.py jits it
+    model, optimizer, schedule, microbatches=config.train.microbatches, rules=rules,
+    state_shardings=state_shardings, batch_sharding=batch_sharding, mesh=mesh)  # fmt: skip
   numpy_batch = synthetic_batch(model, config.train.batch_size, lengths, config.model.vocab_size)
   batch = partitioning.make_global_batch(numpy_batch, batch_sharding)
   return train_step, state, batch, jax.random.key(1), mesh, rules
