@@ -112,7 +112,11 @@ def test_json_round_trip_keeps_types():
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))))
 def test_every_shipped_config_variant_parses(path):
-  """Every variant named in a config file's docstring loads and validates."""
+  """Every variant named in a config file's docstring loads, validates and builds its model
+  (abstractly: jax.eval_shape, nothing allocated or compiled)."""
+  import jax
+
+  from t5x_lite.models import build_model
   import importlib.util
   import re
 
@@ -124,6 +128,11 @@ def test_every_shipped_config_variant_parses(path):
   for variant in variants:
     config = config_lib.get_config(f"{path}:{variant}")
     assert config.model.family in config_lib.FAMILIES
+    model = build_model(config.model)
+    lengths = {k: min(int(v), 16) for k, v in config.data.feature_lengths.items()}
+    shapes = model.input_shapes(2, model.feature_converter(True).model_feature_lengths(lengths))
+    params = jax.eval_shape(model.init, jax.random.key(0), shapes)
+    assert jax.tree_util.tree_leaves(params), f"{path}:{variant} built no parameters"
 
 
 def test_sharded_dimensions_must_divide_their_mesh_axes():
