@@ -26,7 +26,9 @@ def get_config(variant: str = "tiny"):
     model.update(vocab_size=1024, d_model=64, num_heads=4, num_layers=2, d_ff=256, max_length=256)
     config.data.vocab_size = 1024
     config.data.feature_lengths = {"targets": 128}
-    config.train.update(steps=300, batch_size=16, log_every=20, eval_every=100, checkpoint_every=100)
+    config.train.update(
+      steps=300, batch_size=16, log_every=20, eval_every=100, checkpoint_every=100
+    )
     config.optimizer.update(learning_rate=3e-3, warmup_steps=30)
   elif variant == "small":
     model.update(vocab_size=2048, d_model=256, num_heads=4, num_layers=4, d_ff=1024, max_length=512)
@@ -42,8 +44,9 @@ def get_config(variant: str = "tiny"):
     model.update(vocab_size=50257, max_length=1024, dropout_rate=0.0)
     config.data.vocab_size = 32000
     config.data.feature_lengths = {"targets": 1024}
-    config.train.update(steps=100_000, batch_size=256, log_every=100, eval_every=2000,
-                        checkpoint_every=2000)
+    config.train.update(
+      steps=100_000, batch_size=256, log_every=100, eval_every=2000, checkpoint_every=2000
+    )
     config.optimizer.update(learning_rate=6e-4, warmup_steps=2000, b2=0.95, weight_decay=0.1)
   else:
     raise ValueError(f"unknown variant {variant!r}: expected tiny, small, gpt2_small, gpt2_medium")

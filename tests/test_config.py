@@ -114,11 +114,12 @@ def test_json_round_trip_keeps_types():
 def test_every_shipped_config_variant_parses(path):
   """Every variant named in a config file's docstring loads, validates and builds its model
   (abstractly: jax.eval_shape, nothing allocated or compiled)."""
+  import importlib.util
+  import re
+
   import jax
 
   from t5x_lite.models import build_model
-  import importlib.util
-  import re
 
   spec = importlib.util.spec_from_file_location("cfg", path)
   module = importlib.util.module_from_spec(spec)
