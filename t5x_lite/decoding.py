@@ -383,7 +383,20 @@ def generate_text(
     top_k=top_k, top_p=top_p, num_beams=num_beams, alpha=alpha, seed=seed, eos_id=eos_id,
     use_cache=use_cache,
   )  # fmt: skip
-  return [vocabulary.decode(strip_after_eos(row, eos_id)) for row in generated]
+  outputs = [strip_after_eos(row, eos_id) for row in generated]
+  if _is_encoder_decoder(model):
+    return [vocabulary.decode(ids) for ids in outputs]
+  return [_continuation(vocabulary, prompt, ids) for prompt, ids in zip(token_lists, outputs)]
+
+
+def _continuation(vocabulary, prompt_ids: list[int], new_ids: list[int]) -> str:
+  """The text `new_ids` add after the prompt. Decoding them alone would drop the space a
+  SentencePiece piece carries at its start ('▁is' -> 'is'), gluing words to the prompt."""
+  prompt_text = vocabulary.decode(prompt_ids)
+  full_text = vocabulary.decode(list(prompt_ids) + list(new_ids))
+  if full_text.startswith(prompt_text):
+    return full_text[len(prompt_text) :]
+  return vocabulary.decode(new_ids)
 
 
 def generate_from_workdir(

@@ -130,3 +130,15 @@ def test_resume_is_bit_identical(tmp_path, shared_vocab_workdir):
     jax.device_get(result_straight["params"]),
     jax.device_get(result_resumed["params"]),
   )
+
+
+def test_generated_text_keeps_the_space_after_the_prompt(trained):
+  """SentencePiece marks a word's leading space on its first piece: decoding the new ids alone
+  would glue 'The class' + 'is' into 'The classis'."""
+  config, workdir, _ = trained
+  from t5x_lite import decoding
+  from t5x_lite.data import pipeline
+
+  vocabulary = pipeline.get_vocabulary(config, workdir)
+  prompt, new = vocabulary.encode("The class"), vocabulary.encode("is here")
+  assert decoding._continuation(vocabulary, prompt, new) == " is here"
