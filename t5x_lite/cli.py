@@ -1,6 +1,6 @@
 """`t5x-lite`: thin subcommands that parse arguments and call library functions.
 
-  t5x-lite train [--config configs/gpt.py:tiny] [--workdir runs/gpt_tiny] [--config.train.steps=20]
+  t5x-lite train [--config gpt.py:tiny] [--workdir runs/gpt_tiny] [--config.train.steps=20]
   t5x-lite eval --workdir W [--step N]
   t5x-lite generate --workdir W --prompt "..." [--max-new-tokens 64 --temperature 0 --top-k 0 --seed 0]
                     [--prompt-file F --output out.jsonl --num-beams 4 --alpha 0.6]

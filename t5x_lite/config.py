@@ -20,6 +20,7 @@ from typing import Any
 
 import ml_collections
 
+from t5x_lite.configs import CONFIG_DIR
 from t5x_lite.models.config import ModelConfig
 
 
@@ -28,7 +29,7 @@ class ConfigError(ValueError):
 
 
 FAMILIES = ("decoder", "encoder", "encoder_decoder")
-DEFAULT_CONFIG = "configs/gpt.py:tiny"
+DEFAULT_CONFIG = "gpt.py:tiny"
 
 # Logical axis name -> mesh axes (DESIGN.md "Sharding"). Data, so a config can change it.
 DEFAULT_LOGICAL_AXIS_RULES = (
@@ -122,17 +123,20 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def _config_file_and_arg(spec: str) -> tuple[str, str | None]:
+  """`path.py[:arg]` -> (an existing file, arg). A path that does not exist is looked up among
+  the shipped configs (`t5x_lite/configs/`), as `gpt.py` or, as the docs once wrote it,
+  `configs/gpt.py`."""
   path, _, arg = spec.partition(":")
   if not os.path.exists(path):
-    # A name such as 'gpt.py:tiny' or 'configs/gpt.py' from outside the repo: look beside the
-    # package (an editable install keeps configs/ next to t5x_lite/).
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for candidate in (os.path.join(here, path), os.path.join(here, "configs", path)):
-      if os.path.exists(candidate):
-        path = candidate
-        break
-    else:
-      raise ConfigError(f"--config: file {path!r} does not exist (expected e.g. {DEFAULT_CONFIG})")
+    name = path.removeprefix("configs/").removeprefix("configs" + os.sep)
+    candidate = os.path.join(CONFIG_DIR, name)
+    if os.sep in name or "/" in name or not os.path.exists(candidate):
+      shipped = ", ".join(n for n in sorted(os.listdir(CONFIG_DIR)) if not n.startswith("_"))
+      raise ConfigError(
+        f"--config: file {path!r} does not exist and is not a shipped config ({shipped}); "
+        f"expected e.g. {DEFAULT_CONFIG} or a path to your own file"
+      )
+    path = candidate
   return path, (arg or None)
 
 
@@ -371,7 +375,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _require(
       m.family != "encoder_decoder",
       f"config.model.head={m.head!r}: encoder-decoder models fine-tune as text-to-text (labels "
-      "as target text, data.finetune.text_to_text_task); heads exist for 'encoder' and 'decoder'",
+      "as target text, data.tasks.finetune.text_to_text_task); heads exist for 'encoder' and 'decoder'",
     )
     _require(
       m.head != "token_classification" or m.family == "encoder",

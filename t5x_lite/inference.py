@@ -51,13 +51,13 @@ class LoadedModel:
     self.labels = self._labels() if self.head else None
 
   def _labels(self) -> list[str]:
-    from t5x_lite.data import finetune, registry  # noqa: PLC0415
+    from t5x_lite.data import pipeline, registry  # noqa: PLC0415
 
-    registry.import_task_modules(tuple(self.config.data.task_modules))
     try:
-      labels = finetune.task_labels(registry.get_task_or_mixture(self.config.data.task))
+      labels = getattr(pipeline.get_task(self.config, self.config.data.task), "labels", None)
     except registry.RegistryError:
       labels = None
+    labels = list(labels) if labels is not None else None
     count = self.config.model.num_labels
     if labels is not None and len(labels) != count:
       raise InferenceError(

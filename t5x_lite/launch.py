@@ -7,7 +7,7 @@ failure stops the launch. The same `t5x-lite train` runs on every worker of the 
 shard of the data. The workdir must be on GCS so that every host sees the same checkpoints.
 
   t5x-lite launch up --name my-tpu --zone us-central2-b --accelerator-type v4-8 \\
-      --config configs/gpt.py:gpt2_small --workdir gs://my-bucket/gpt2 --config.train.steps=20000
+      --config gpt.py:gpt2_small --workdir gs://my-bucket/gpt2 --config.train.steps=20000
 
 See docs/tpu.md for the whole path (watching, preemption, resharding, deleting).
 """
@@ -137,7 +137,7 @@ def install_steps(
 
   Without `repo_url`, this checkout's committed HEAD is packed with `git archive` (uncommitted
   changes are not included) and copied to every worker with scp; with it, each worker clones
-  `branch`. The package is installed editable from ~/t5x_lite, so `configs/` sits beside it.
+  `branch`. The package is installed editable from ~/t5x_lite; its configs ship inside it.
   """
   steps = []
   if repo_url:
@@ -308,7 +308,7 @@ def _parser() -> argparse.ArgumentParser:
   kind.add_argument("--preemptible", action="store_true", help="a preemptible VM")
   parser.add_argument("--queued", action="store_true", help="create through a queued resource")
   parser.add_argument(
-    "--config", help="config spec, relative to the repo, e.g. configs/t5.py:small"
+    "--config", help="config spec: a shipped config (e.g. t5.py:small) or a path in the repo"
   )
   parser.add_argument("--workdir", help="gs://bucket/run: checkpoints, metrics.jsonl, TensorBoard")
   parser.add_argument("--repo-url", help="git URL each worker clones (default: copy this checkout)")

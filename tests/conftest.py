@@ -29,9 +29,7 @@ def pydoc_vocab_dir(tmp_path_factory):
   from t5x_lite.data import pipeline
 
   workdir = tmp_path_factory.mktemp("vocab_cache")
-  config = config_lib.get_config(
-    os.path.join(os.path.dirname(__file__), "..", "configs", "gpt.py:tiny")
-  )
+  config = config_lib.get_config("gpt.py:tiny")
   pipeline.get_vocabulary(config, str(workdir))
   return workdir
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 TOOLS = os.path.join(os.path.dirname(__file__), "..", "tools")
-CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "gpt.py:tiny")
+CONFIG = "gpt.py:tiny"
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from t5x_lite import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(REPO, "configs", "gpt.py:tiny")
+TINY = "gpt.py:tiny"
 
 
 def console_script():
@@ -58,11 +58,11 @@ def test_empty_corpus_file_names_the_file(capsys, tmp_path, shared_vocab_workdir
   empty.write_text("")
   registry_file = tmp_path / "empty_tasks.py"
   registry_file.write_text(
-    "from t5x_lite.data import preprocessors\n"
+    "from t5x_lite.data import objectives, preprocessors\n"
     "from t5x_lite.data.registry import Feature, Task, TaskRegistry\n"
     "from t5x_lite.data.sources import TextFileSource\n"
     f"TaskRegistry.add(Task('empty_lm', source=TextFileSource({str(empty)!r}),\n"
-    "    preprocessors=[preprocessors.tokenize, preprocessors.append_eos, preprocessors.causal_lm],\n"
+    "    preprocessors=[preprocessors.tokenize, preprocessors.append_eos, objectives.causal_lm],\n"
     "    output_features={'targets': Feature(add_eos=True)}))\n"
   )
   workdir = shared_vocab_workdir(str(tmp_path / "run"))

@@ -7,12 +7,13 @@ import pytest
 
 from t5x_lite import config as config_lib
 from t5x_lite.config import ConfigError
+from t5x_lite.configs import CONFIG_DIR
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def get(spec="configs/gpt.py:tiny", **overrides):
-  return config_lib.get_config(os.path.join(REPO, spec), list(overrides.items()))
+def get(spec="gpt.py:tiny", **overrides):
+  return config_lib.get_config(spec, list(overrides.items()))
 
 
 def test_override_is_type_checked_and_applied():
@@ -68,9 +69,9 @@ def test_bad_values_name_field_value_and_expectation(key, value, message):
 
 def test_missing_file_and_broken_variant():
   with pytest.raises(ConfigError, match="does not exist"):
-    config_lib.get_config("configs/nope.py:tiny")
+    config_lib.get_config("nope.py:tiny")
   with pytest.raises(ConfigError, match="unknown variant"):
-    get("configs/gpt.py:huge")
+    get("gpt.py:huge")
 
 
 def test_mesh_resolution():
@@ -110,7 +111,7 @@ def test_json_round_trip_keeps_types():
   assert restored.to_dict() == config.to_dict()
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))))
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(CONFIG_DIR, "[!_]*.py"))))
 def test_every_shipped_config_variant_parses(path):
   """Every variant named in a config file's docstring loads, validates and builds its model
   (abstractly: jax.eval_shape, nothing allocated or compiled)."""
@@ -137,9 +138,9 @@ def test_every_shipped_config_variant_parses(path):
 
 
 def test_sharded_dimensions_must_divide_their_mesh_axes():
-  config = get("configs/gpt.py:gpt2_small", **{"mesh.preset": "fsdp+tensor"})
+  config = get("gpt.py:gpt2_small", **{"mesh.preset": "fsdp+tensor"})
   with pytest.raises(
     ConfigError, match=r"model.vocab_size=50257 does not split over the 2 devices .* e.g. 50258"
   ):
     config_lib.validate(config, num_devices=8)
-  config_lib.validate(get("configs/gpt.py:gpt2_small", **{"mesh.preset": "fsdp"}), num_devices=8)
+  config_lib.validate(get("gpt.py:gpt2_small", **{"mesh.preset": "fsdp"}), num_devices=8)

@@ -19,7 +19,7 @@ def test_example_registry_file_trains(tmp_path):
   workdir = tmp_path / "run"
   command = [
     sys.executable, "-m", "t5x_lite.cli", "train",
-    "--config", "configs/gpt.py:tiny",
+    "--config", "gpt.py:tiny",
     "--workdir", str(workdir),
     "--config.data.task=my_mixture",
     "--config.data.task_modules=docs/examples/my_tasks.py",

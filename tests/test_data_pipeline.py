@@ -12,7 +12,7 @@ from t5x_lite.data.feature_converters import (
   EncDecFeatureConverter,
   EncoderFeatureConverter,
 )
-from t5x_lite.data.preprocessors import KEY, Ragged
+from t5x_lite.data.ragged import KEY, Ragged
 from t5x_lite.data.vocabularies import ByteVocabulary, SentencePieceVocabulary
 
 

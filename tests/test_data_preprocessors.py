@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 
 from t5x_lite.data import DataError
+from t5x_lite.data import objectives as ob
 from t5x_lite.data import preprocessors as pp
-from t5x_lite.data.preprocessors import KEY, Context, Ragged
+from t5x_lite.data.keys import derive_keys
+from t5x_lite.data.preprocessors import Context
+from t5x_lite.data.ragged import KEY, Ragged
 from t5x_lite.data.registry import Feature
 from t5x_lite.data.vocabularies import ByteVocabulary
 
@@ -15,7 +18,7 @@ VOCAB = ByteVocabulary(extra_ids=100)  # ordinary ids 3..258, sentinels 259..358
 def _examples(rows, seed=0):
   return {
     "targets": Ragged.from_rows(rows),
-    KEY: pp.derive_keys(np.uint64(seed), np.arange(len(rows))),
+    KEY: derive_keys(np.uint64(seed), np.arange(len(rows))),
   }
 
 
@@ -28,11 +31,11 @@ def _random_documents(count, low, high, seed=0):
   "inputs_length, expected", [(512, (568, 114)), (128, (141, 29)), (256, (284, 58))]
 )
 def test_span_corruption_lengths(inputs_length, expected):
-  assert pp.span_corruption_lengths(inputs_length, 0.15, 3.0) == expected
+  assert ob.span_corruption_lengths(inputs_length, 0.15, 3.0) == expected
 
 
 def test_noise_mask_statistics_and_rules():
-  mask = pp.random_spans_noise_mask(np.arange(2000, dtype=np.uint64), 568, 0.15, 3.0)
+  mask = ob.random_spans_noise_mask(np.arange(2000, dtype=np.uint64), 568, 0.15, 3.0)
   assert mask.shape == (2000, 568)
   assert abs(mask.mean() - 0.15) <= 0.005
   starts = mask & ~np.pad(mask[:, :-1], ((0, 0), (1, 0)))
@@ -46,7 +49,7 @@ def test_noise_mask_statistics_and_rules():
 def test_span_corruption_shapes_sentinels_and_exact_reconstruction():
   documents = _random_documents(30, 50, 400)
   context = Context(VOCAB, {"inputs": 512, "targets": 114})
-  out = pp.span_corruption(_examples(documents), context)
+  out = ob.span_corruption(_examples(documents), context)
   inputs, targets = out["inputs"], out["targets"]
   raw = np.concatenate(documents)
   rows = len(raw) // 568
@@ -71,8 +74,8 @@ def test_mlm_selection_rates_and_special_tokens():
   rows = _random_documents(800, 100, 200, seed=1)
   cls_, sep = VOCAB.cls_id, VOCAB.sep_id
   rows = [np.concatenate([[cls_], r, [sep, VOCAB.eos_id]]) for r in rows]
-  examples = {"inputs": Ragged.from_rows(rows), KEY: pp.derive_keys(np.uint64(3), np.arange(800))}
-  out = pp.mlm(examples, Context(VOCAB, {"inputs": 256}), mask_rate=0.15)
+  examples = {"inputs": Ragged.from_rows(rows), KEY: derive_keys(np.uint64(3), np.arange(800))}
+  out = ob.mlm(examples, Context(VOCAB, {"inputs": 256}), mask_rate=0.15)
   original = examples["inputs"].values
   masked, targets = out["inputs"].values, out["targets"].values
   special = np.isin(original, [cls_, sep, VOCAB.eos_id])
@@ -96,7 +99,7 @@ def test_nsp_pairs_structure_and_balance():
   rng = np.random.default_rng(2)
   # Document d is made of the token 3 + d only, so a segment names its document.
   rows = [np.full(rng.integers(60, 3000), 3 + d) for d in range(250)]
-  out = pp.nsp_pairs(_examples(rows), Context(VOCAB, {"inputs": 64}))
+  out = ob.nsp_pairs(_examples(rows), Context(VOCAB, {"inputs": 64}))
   labels = out["nsp_label"]
   assert len(labels) > 4000
   assert abs(labels.mean() - 0.5) <= 0.02
@@ -115,7 +118,7 @@ def test_nsp_pairs_structure_and_balance():
 def test_prefix_lm_splits_inside_lengths():
   documents = _random_documents(40, 2, 600, seed=4)
   context = Context(VOCAB, {"inputs": 32, "targets": 48}, {"inputs": Feature(add_eos=False)})
-  out = pp.prefix_lm(_examples(documents), context)
+  out = ob.prefix_lm(_examples(documents), context)
   inputs, targets = out["inputs"], out["targets"]
   assert (inputs.lengths >= 1).all() and (inputs.lengths <= 32).all()
   assert (targets.lengths >= 1).all() and (targets.lengths <= 47).all()
@@ -127,7 +130,7 @@ def test_prefix_lm_splits_inside_lengths():
 def test_bart_denoise_infilling():
   documents = _random_documents(60, 50, 120, seed=5)
   context = Context(VOCAB, {"inputs": 128, "targets": 128})
-  out = pp.bart_denoise(_examples(documents), context, permute_sentences=False)
+  out = ob.bart_denoise(_examples(documents), context, permute_sentences=False)
   removed = []
   for source, corrupted, target in zip(documents, out["inputs"].rows(), out["targets"].rows()):
     np.testing.assert_array_equal(target, np.append(source, VOCAB.eos_id))
@@ -144,9 +147,9 @@ def test_bart_denoise_infilling():
 def test_random_preprocessing_is_keyed_by_example():
   documents = _random_documents(20, 600, 700, seed=6)
   context = Context(VOCAB, {"inputs": 128})
-  first = pp.span_corruption(_examples(documents, seed=1), context)["inputs"].values
-  again = pp.span_corruption(_examples(documents, seed=1), context)["inputs"].values
-  other = pp.span_corruption(_examples(documents, seed=2), context)["inputs"].values
+  first = ob.span_corruption(_examples(documents, seed=1), context)["inputs"].values
+  again = ob.span_corruption(_examples(documents, seed=1), context)["inputs"].values
+  other = ob.span_corruption(_examples(documents, seed=2), context)["inputs"].values
   np.testing.assert_array_equal(first, again)
   assert not np.array_equal(first, other)
 
@@ -166,7 +169,7 @@ def test_basic_preprocessors():
   assert "inputs" in renamed and "targets" not in renamed
   with pytest.raises(DataError, match="no column"):
     pp.rekey(trimmed, context, mapping={"inputs": "missing"})
-  pieces = pp.causal_lm(
+  pieces = ob.causal_lm(
     pp.tokenize({"text": ["abcdefg"], KEY: np.zeros(1, np.uint64)}, context), context
   )
   assert pieces["targets"].lengths.tolist() == [3, 3, 1]
@@ -179,7 +182,7 @@ def test_blocks_too_small_for_any_example(name):
   # A block whose documents all got filtered, or are too short, yields no examples (no crash).
   context = Context(VOCAB, {"inputs": 64, "targets": 64})
   for rows in ([], [[5]]):
-    out = getattr(pp, name)(_examples(rows), context)
+    out = getattr(ob, name)(_examples(rows), context)
     lengths = [len(column) for column in out.values() if isinstance(column, Ragged)]
     # A one-token document is still a causal-LM piece and a (tiny) BART example.
     expected = 1 if rows and name in ("causal_lm", "bart_denoise") else 0

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from t5x_lite.data import DataError, preprocessors, registry, sources
+from t5x_lite.data import DataError, pipeline, preprocessors, registry, sources
 from t5x_lite.data.registry import (
   Feature,
   Mixture,
@@ -37,7 +37,7 @@ def clean_registry():
 
 
 def test_builtin_tasks_registered():
-  registry.import_task_modules()
+  pipeline.import_tasks()
   for name in ("pydoc_causal_lm", "pydoc_mlm", "pydoc_span_corruption", "pydoc_prefix_lm"):
     assert name in TaskRegistry.names()
   assert {"c4_span_corruption", "wikipedia_causal_lm"} <= set(TaskRegistry.names())

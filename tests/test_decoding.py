@@ -3,7 +3,6 @@ sampling, exact beam search on a tiny vocabulary, and T5 greedy == transformers'
 
 import dataclasses
 import itertools
-import os
 
 import flax.linen as nn
 import jax
@@ -15,12 +14,11 @@ from t5x_lite import decoding
 from t5x_lite.config import load_config_file
 from t5x_lite.models import build_model, to_model_config
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
 NEW = 6
 
 
 def _model(spec, **changes):
-  config = to_model_config(load_config_file(os.path.join(ROOT, spec)).model)
+  config = to_model_config(load_config_file(spec).model)
   sizes = dict(vocab_size=40, d_model=32, num_heads=2, d_ff=48, num_layers=2)
   config = dataclasses.replace(config, **{**sizes, **changes})
   model = build_model(config)
@@ -34,9 +32,9 @@ def _model(spec, **changes):
 @pytest.fixture(scope="module", params=["gpt", "t5"])
 def family(request):
   if request.param == "gpt":
-    model, params = _model("configs/gpt.py:tiny", max_length=32)
+    model, params = _model("gpt.py:tiny", max_length=32)
   else:
-    model, params = _model("configs/t5.py:tiny", head_dim=16, relative_buckets=8)
+    model, params = _model("t5.py:tiny", head_dim=16, relative_buckets=8)
   # Prompts of different lengths (right-padded with 0).
   prompts, lengths = decoding.pad_prompts([[5, 9, 12, 3], [7], [20, 21]])
   return model, params, jnp.asarray(prompts), jnp.asarray(lengths)
@@ -140,7 +138,7 @@ def _sequence_logp(model, params, prompts, lengths, generated):
 def test_beam_search_is_exact_when_beams_cover_the_vocabulary():
   """With num_beams >= vocab every 2-token continuation survives step 1: the result is the
   argmax over all vocab² sequences."""
-  model, params = _model("configs/t5.py:tiny", head_dim=16, relative_buckets=8, vocab_size=8)
+  model, params = _model("t5.py:tiny", head_dim=16, relative_buckets=8, vocab_size=8)
   prompts, lengths = jnp.asarray([[3, 4, 5]]), jnp.asarray([3])
   tokens, _ = decoding.beam_search(
     model, params, prompts, lengths, num_beams=8, max_new_tokens=2, alpha=0.6, eos_id=-1

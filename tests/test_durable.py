@@ -19,7 +19,7 @@ from t5x_lite import config as config_lib
 from t5x_lite.training import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(REPO, "configs", "gpt.py:tiny")
+TINY = "gpt.py:tiny"
 # Small and quick: 8 rows of 64 tokens; the schedule does not depend on train.steps.
 COMMON = {
   "train.batch_size": "8",

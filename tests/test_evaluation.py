@@ -12,8 +12,10 @@ import pytest
 
 from t5x_lite import cli, evaluation
 from t5x_lite import config as config_lib
-from t5x_lite.data import finetune
-from t5x_lite.data.preprocessors import KEY, Context
+from t5x_lite.data import preprocessors, vocabularies
+from t5x_lite.data.preprocessors import Context
+from t5x_lite.data.ragged import KEY
+from t5x_lite.data.tasks import finetune
 from t5x_lite.models import build_model
 from t5x_lite.training import loop
 
@@ -38,7 +40,7 @@ def t5_run(tmp_path_factory, shared_vocab_workdir):
   workdir = shared_vocab_workdir(str(root / "run"))
   overrides = {
     "data.task": TASK,
-    "data.vocab_path": finetune.pretrained_vocab_path(workdir),
+    "data.vocab_path": vocabularies.pretrained_vocab_path(workdir),
     "data.feature_lengths": "{'inputs': 16, 'targets': 8}",
     "data.pack": "false",
     "model.d_model": "32",
@@ -52,7 +54,7 @@ def t5_run(tmp_path_factory, shared_vocab_workdir):
     "train.sample_prompt": "",
     "mesh.data": "-1",
   }
-  config = config_lib.get_config(os.path.join(REPO, "configs/t5.py:tiny"), list(overrides.items()))
+  config = config_lib.get_config("t5.py:tiny", list(overrides.items()))
   result = loop.train_and_evaluate(config, workdir)
   return workdir, result
 
@@ -103,7 +105,7 @@ def test_generate_cli_for_the_encoder_decoder(t5_run, tmp_path, capsys):
 
 def test_decoder_prompt_completion_pairs():
   """Unpacked prefix-LM rows: the prompt is the weight-0 part, the target the weight-1 part."""
-  config = config_lib.get_config(os.path.join(REPO, "configs/gpt.py:tiny"))
+  config = config_lib.get_config("gpt.py:tiny")
   with config.unlocked():
     config.model.update(d_model=32, num_heads=2, d_ff=64, vocab_size=64, max_length=32)
   model = build_model(config_lib.model_config(config))
@@ -145,13 +147,13 @@ def test_token_classification_head_and_converter():
   }
   context = Context(vocabulary=Vocab(), feature_lengths={"inputs": 16})
   labels = ("O", "PER", "LOC")
-  out = finetune.token_classification(examples, context, labels=labels)
+  out = preprocessors.token_classification(examples, context, labels=labels)
   # [CLS] Jo hn is in Par is [SEP]: tags on the first piece of each word only.
   assert out["inputs"].rows()[0].tolist() == [5, 14, 14, 12, 12, 15, 15, 6]
   assert out["tag_ids"].rows()[0].tolist() == [0, 1, 0, 0, 0, 2, 0, 0]
   assert out["tag_weights"].rows()[0].tolist() == [0, 1, 0, 1, 1, 1, 0, 0]
 
-  config = config_lib.get_config(os.path.join(REPO, "configs/bert.py:tiny"))
+  config = config_lib.get_config("bert.py:tiny")
   with config.unlocked():
     config.model.update(d_model=32, num_heads=2, d_ff=64, vocab_size=64, max_length=16)
     config.model.update(head="token_classification", num_labels=3)

@@ -17,8 +17,10 @@ import pytest
 import t5x_lite
 from t5x_lite import cli, evaluation
 from t5x_lite import config as config_lib
-from t5x_lite.data import DataError, finetune
-from t5x_lite.data.preprocessors import KEY, Context
+from t5x_lite.data import DataError, preprocessors, sources, task_metrics, vocabularies
+from t5x_lite.data.preprocessors import Context
+from t5x_lite.data.ragged import KEY
+from t5x_lite.data.tasks import finetune
 from t5x_lite.models import build_model
 from t5x_lite.training import init_from, loop, optimizers
 
@@ -41,11 +43,11 @@ def bert_config(workdir_with_vocab, **overrides):
     "train.batch_size": "16",
     "data.feature_lengths": "{'inputs': 32}",
     "model.max_length": "32",
-    "data.vocab_path": finetune.pretrained_vocab_path(workdir_with_vocab),
+    "data.vocab_path": vocabularies.pretrained_vocab_path(workdir_with_vocab),
     "mesh.data": "-1",
   }
   base.update(overrides)
-  return config_lib.get_config(os.path.join(REPO, "configs/bert.py:tiny"), list(base.items()))
+  return config_lib.get_config("bert.py:tiny", list(base.items()))
 
 
 def _sentences(n, seed):
@@ -205,8 +207,8 @@ def test_inference_api_and_cli(runs, tmp_path, capsys):
 
 
 def test_init_from_that_does_not_exist_is_a_clear_error(runs, tmp_path, capsys):
-  spec = os.path.join(REPO, "configs/bert.py:tiny")
-  vocab = finetune.pretrained_vocab_path(runs["pre_workdir"])
+  spec = "bert.py:tiny"
+  vocab = vocabularies.pretrained_vocab_path(runs["pre_workdir"])
   argv = ["train", "--config", spec, "--workdir", str(tmp_path / "w"),
           f"--config.data.vocab_path={vocab}", f"--config.train.init_from={tmp_path / 'nope'}",
           "--config.train.steps=1", "--config.data.feature_lengths={'inputs': 32}",
@@ -260,7 +262,7 @@ def test_frozen_parameters_do_not_move():
 
 
 def _decoder_classifier_batch(model, vocab_size):
-  from t5x_lite.data.preprocessors import Ragged
+  from t5x_lite.data.ragged import Ragged
 
   rng = np.random.default_rng(0)
   rows = [rng.integers(3, vocab_size, n).tolist() for n in (5, 9, 3, 7)]
@@ -269,7 +271,7 @@ def _decoder_classifier_batch(model, vocab_size):
 
 
 def test_gpt_classification_loss_adds_exactly_lambda_times_lm_loss():
-  config = config_lib.get_config(os.path.join(REPO, "configs/gpt.py:tiny"))
+  config = config_lib.get_config("gpt.py:tiny")
   with config.unlocked():
     config.model.update(d_model=32, num_heads=2, d_ff=64, head="classification", num_labels=3)
   model = build_model(config_lib.model_config(config))
@@ -303,9 +305,9 @@ def test_unseen_label_is_a_data_error():
   with pytest.raises(
     DataError, match=r"label 'maybe' is not one of the task's labels \['no', 'yes'\]"
   ):
-    finetune.classification(examples, context, labels=("no", "yes"))
+    preprocessors.classification(examples, context, labels=("no", "yes"))
   examples["label"] = ["yes", "no"]
-  out = finetune.classification(examples, context, labels=("no", "yes"))
+  out = preprocessors.classification(examples, context, labels=("no", "yes"))
   assert out["inputs"].rows()[0].tolist() == [5, 9, 9, 6]
   assert out["label"].tolist() == [1, 0]
 
@@ -313,19 +315,19 @@ def test_unseen_label_is_a_data_error():
 def test_record_source_reads_csv_with_named_fields(tmp_path):
   path = tmp_path / "data.csv"
   path.write_text('review,stars\n"good, very",5\nbad,1\n')
-  source = finetune.RecordSource(str(path), str(path), fields=["review", "stars"])
+  source = sources.RecordSource(str(path), str(path), fields=["review", "stars"])
   docs = [json.loads(source.split("train")[i]["text"]) for i in range(2)]
   assert docs == [{"review": "good, very", "stars": "5"}, {"review": "bad", "stars": "1"}]
   with pytest.raises(DataError, match=r"data.csv:2: no field 'label'"):
-    finetune.RecordSource(str(path), fields=["review", "label"]).split("train")
+    sources.RecordSource(str(path), fields=["review", "label"]).split("train")
 
 
 def test_metric_functions_known_values():
-  assert evaluation.accuracy(["a", "b", "a", "a"], ["a", "b", "b", "a"]) == {"accuracy": 75.0}
+  assert task_metrics.accuracy(["a", "b", "a", "a"], ["a", "b", "b", "a"]) == {"accuracy": 75.0}
   # label a: tp 2, fp 0, fn 1 -> F1 0.8; label b: tp 1, fp 1, fn 0 -> F1 2/3
-  f1 = evaluation.f1_macro(["a", "b", "a", "a"], ["a", "b", "b", "a"])["f1_macro"]
+  f1 = task_metrics.f1_macro(["a", "b", "a", "a"], ["a", "b", "b", "a"])["f1_macro"]
   assert f1 == pytest.approx(100 * (0.8 + 2 / 3) / 2)
-  assert evaluation.exact_match(["x y", "z"], [" x y", "w"]) == {"exact_match": 50.0}
+  assert task_metrics.exact_match(["x y", "z"], [" x y", "w"]) == {"exact_match": 50.0}
   # LCS("the cat sat", "the cat on the mat sat") = 3: P = 3/6, R = 3/3 -> F = 2/3
-  score = evaluation.rouge_l(["the cat sat"], ["The cat on the mat sat"])["rouge_l"]
+  score = task_metrics.rouge_l(["the cat sat"], ["The cat on the mat sat"])["rouge_l"]
   assert score == pytest.approx(100 * 2 / 3)

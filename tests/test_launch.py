@@ -13,7 +13,7 @@ from t5x_lite import launch
 PROMPT = 'It\'s a "test" $HOME'  # quotes and a $ that must reach the trainer unexpanded
 BASE = ["--name", "my-tpu", "--zone", "us-central2-b"]
 UP = BASE + [
-  "--accelerator-type", "v4-16", "--config", "configs/gpt.py:tiny", "--workdir", "gs://bucket/run1",
+  "--accelerator-type", "v4-16", "--config", "gpt.py:tiny", "--workdir", "gs://bucket/run1",
   "--archive", "/tmp/t5x_lite_test.tar.gz", "--spot",
 ]  # fmt: skip
 OVERRIDES = ["--config.train.steps=20", "--config.train.sample_prompt", PROMPT]
@@ -56,7 +56,7 @@ def test_up_dry_run_prints_every_command(capsys):
   words = remote_words(train)
   start, end = words.index("nohup"), words.index(">>")
   assert words[start + 1 : end] == [
-    "t5x-lite", "train", "--config", "configs/gpt.py:tiny", "--workdir", "gs://bucket/run1",
+    "t5x-lite", "train", "--config", "gpt.py:tiny", "--workdir", "gs://bucket/run1",
     "--config.train.steps=20", f"--config.train.sample_prompt={PROMPT}",
   ]  # fmt: skip
   assert words[end + 1] == "~/t5x_lite_train.log"
@@ -65,7 +65,7 @@ def test_up_dry_run_prints_every_command(capsys):
 def test_build_commands_matches_the_dry_run(capsys):
   printed = dry_run(capsys, "up", *UP, *OVERRIDES, "--project", "my-proj")
   built = launch.build_commands(
-    "my-tpu", "us-central2-b", "v4-16", "configs/gpt.py:tiny", "gs://bucket/run1",
+    "my-tpu", "us-central2-b", "v4-16", "gpt.py:tiny", "gs://bucket/run1",
     project="my-proj", provisioning="spot", archive="/tmp/t5x_lite_test.tar.gz",
     overrides=[("train.steps", "20"), ("train.sample_prompt", PROMPT)],
   )  # fmt: skip
@@ -114,8 +114,8 @@ def test_watch_and_delete_commands(capsys):
 @pytest.mark.parametrize(
   "argv, message",
   [
-    (["train", *BASE, "--config", "configs/gpt.py:tiny"], "missing --workdir"),
-    (["train", *BASE, "--config", "configs/gpt.py:tiny", "--workdir", "/tmp/run"], "gs:// path"),
+    (["train", *BASE, "--config", "gpt.py:tiny"], "missing --workdir"),
+    (["train", *BASE, "--config", "gpt.py:tiny", "--workdir", "/tmp/run"], "gs:// path"),
     (["create", *BASE, "--accelerator-type", "v9-8"], "no default runtime version for 'v9'"),
     (["create", *BASE, "--accelerator-type", "v4-8", "--preemptible", "--queued"], "--spot"),
     (["up", *UP, "--config.train.stepz=3"], "unknown config key 'train.stepz'"),
@@ -185,7 +185,7 @@ def test_worker_snippets_start_refuse_report_and_stop(tmp_path):
   def remote(command):
     return subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True)
 
-  train = launch.train_command("configs/gpt.py:tiny", "gs://b/r", [("train.sample_prompt", PROMPT)])
+  train = launch.train_command("gpt.py:tiny", "gs://b/r", [("train.sample_prompt", PROMPT)])
   (stop_ssh,) = [argv for _, argv in launch.stop_steps("t", "z")]
   (_, status_ssh) = [argv for _, argv in launch.status_steps("t", "z")]
   started = remote(train)
@@ -194,7 +194,7 @@ def test_worker_snippets_start_refuse_report_and_stop(tmp_path):
   try:
     _wait_for(lambda: (home / "events.txt").exists(), "the fake trainer to start")
     assert (home / "args.txt").read_text().splitlines() == [
-      "train", "--config", "configs/gpt.py:tiny", "--workdir", "gs://b/r",
+      "train", "--config", "gpt.py:tiny", "--workdir", "gs://b/r",
       f"--config.train.sample_prompt={PROMPT}",
     ]  # fmt: skip
     again = remote(train)  # a second start on the same worker is refused

@@ -138,7 +138,7 @@ def test_kv_cache_decoding_equals_full_recomputation(position):
 def test_gpt2_small_parameter_count():
   from t5x_lite.config import get_config
 
-  config = get_config("configs/gpt.py:gpt2_small")
+  config = get_config("gpt.py:gpt2_small")
   assert build_model(config.model).num_params() == 124_439_808
 
 

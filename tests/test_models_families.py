@@ -26,14 +26,14 @@ def _tiny(spec, **changes):
 
 @pytest.fixture(scope="module")
 def bert():
-  model = build_model(_tiny("configs/bert.py:tiny", max_length=16))
+  model = build_model(_tiny("bert.py:tiny", max_length=16))
   shapes = model.input_shapes(2, {"encoder_input_tokens": LENGTH})
   return model, jax.jit(model.init)(jax.random.key(0), shapes)
 
 
 @pytest.fixture(scope="module")
 def t5():
-  model = build_model(_tiny("configs/t5.py:tiny", head_dim=8, relative_buckets=8))
+  model = build_model(_tiny("t5.py:tiny", head_dim=8, relative_buckets=8))
   shapes = model.input_shapes(2, {"encoder_input_tokens": LENGTH, "decoder_target_tokens": 6})
   return model, jax.jit(model.init)(jax.random.key(0), shapes)
 
@@ -41,10 +41,10 @@ def t5():
 @pytest.mark.parametrize(
   "spec,expected",
   [
-    ("configs/bert.py:bert_base_mlm", 109_514_298),  # BertForMaskedLM
-    ("configs/bert.py:bert_base", 110_106_428),  # BertForPreTraining
-    ("configs/t5.py:t5_small", 60_506_624),
-    ("configs/t5.py:t5_1_1_small", 76_961_152),
+    ("bert.py:bert_base_mlm", 109_514_298),  # BertForMaskedLM
+    ("bert.py:bert_base", 110_106_428),  # BertForPreTraining
+    ("t5.py:t5_small", 60_506_624),
+    ("t5.py:t5_1_1_small", 76_961_152),
   ],
 )
 def test_reference_parameter_counts(spec, expected):
@@ -185,7 +185,7 @@ def test_t5_scan_and_remat_do_not_change_loss_or_grads(t5):
 
 @pytest.mark.parametrize("family", ["gpt", "bert", "t5"])
 def test_export_import_round_trip(tmp_path, family):
-  spec = {"gpt": "configs/gpt.py:tiny", "bert": "configs/bert.py:tiny", "t5": "configs/t5.py:tiny"}
+  spec = {"gpt": "gpt.py:tiny", "bert": "bert.py:tiny", "t5": "t5.py:tiny"}
   config = _tiny(spec[family], max_length=16 if family != "t5" else 0)
   model = build_model(config)
   params = nn.meta.unbox(
@@ -201,7 +201,7 @@ def test_export_import_round_trip(tmp_path, family):
 
 
 def test_conversion_errors_name_the_problem(tmp_path):
-  config = _tiny("configs/gpt.py:tiny", max_length=16)
+  config = _tiny("gpt.py:tiny", max_length=16)
   model = build_model(config)
   shapes = jax.eval_shape(model.init, jax.random.key(0), model.input_shapes(1, {"targets": 4}))
   params = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, np.float32), nn.meta.unbox(shapes))
@@ -224,7 +224,7 @@ def test_conversion_errors_name_the_problem(tmp_path):
 def test_convert_to_checkpoint_restores_as_params(tmp_path):
   from t5x_lite import checkpoints
 
-  config = dataclasses.replace(_tiny("configs/gpt.py:tiny", max_length=16), vocab_size=512)
+  config = dataclasses.replace(_tiny("gpt.py:tiny", max_length=16), vocab_size=512)
   model = build_model(config)
   abstract = nn.meta.unbox(
     jax.eval_shape(model.init, jax.random.key(0), model.input_shapes(1, {"targets": 4}))
@@ -245,13 +245,13 @@ def test_convert_to_checkpoint_restores_as_params(tmp_path):
 
 
 def test_input_shapes_accept_task_converter_and_model_feature_lengths():
-  gpt = build_model(_tiny("configs/gpt.py:tiny"))
+  gpt = build_model(_tiny("gpt.py:tiny"))
   for lengths in ({"targets": 16}, {"decoder": 16}, {"inputs": 4, "targets": 12}):
     shapes = gpt.input_shapes(2, lengths)
     assert set(shapes) == set(gpt.features)
     assert all(s.shape == (2, 16) for s in shapes.values())
   assert gpt.input_shapes(2, lengths)["decoder_loss_weights"].dtype == jnp.float32
-  t5 = build_model(_tiny("configs/t5.py:tiny"))
+  t5 = build_model(_tiny("t5.py:tiny"))
   for lengths in ({"inputs": 16, "targets": 8}, {"encoder": 16, "decoder": 8}):
     shapes = t5.input_shapes(2, lengths)
     assert shapes["encoder_positions"].shape == (2, 16) and shapes["decoder_positions"].shape == (
@@ -293,7 +293,7 @@ def test_pulse_loss_falls_on_a_fixed_batch(family, bert, t5):
 
 def test_t5_with_dropout_runs_and_dropout_is_active():
   """T5 v1.0 pre-trains with dropout 0.1: the stochastic loss differs from the deterministic one."""
-  config = load_config_file("configs/t5.py:tiny")
+  config = load_config_file("t5.py:tiny")
   config.model.dropout_rate = 0.1
   model = build_model(config.model)
   shapes = model.input_shapes(2, {"inputs": 16, "targets": 8})

@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def schedule_for(decay, steps=1000, warmup=100, lr=1e-3, end_factor=0.1):
   config = config_lib.get_config(
-    os.path.join(REPO, "configs/gpt.py:tiny"),
+    "gpt.py:tiny",
     [
       ("train.steps", str(steps)),
       ("optimizer.warmup_steps", str(warmup)),

@@ -39,7 +39,7 @@ def make_config(**overrides):
     "optimizer.eps": "1e-3",
   }
   base.update(overrides)
-  return config_lib.get_config(os.path.join(REPO, "configs/gpt.py:tiny"), list(base.items()))
+  return config_lib.get_config("gpt.py:tiny", list(base.items()))
 
 
 def packed_batch(seed=0):

@@ -22,7 +22,7 @@ def tiny_config(**overrides):
     "mesh.data": "-1",
   }
   base.update(overrides)
-  return config_lib.get_config(os.path.join(REPO, "configs/gpt.py:tiny"), list(base.items()))
+  return config_lib.get_config("gpt.py:tiny", list(base.items()))
 
 
 def read_metrics(workdir, prefix="train/"):

@@ -9,7 +9,7 @@
   presets     on 8 fake CPU devices: step time of each sharding preset relative to `data`.
   data        the data pipeline's throughput (tools/benchmark_data.py).
 
-  python tools/benchmark.py step --config configs/gpt.py:gpt2_small --batch 4 --length 256 \\
+  python tools/benchmark.py step --config gpt.py:gpt2_small --batch 4 --length 256 \\
       --dtype float32 --out step.json [--config.model.remat=full ...]
 
 The measuring itself (peak probe, step built as the loop builds it) lives in benchmark_core.py.
@@ -399,7 +399,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
   p = add("step", "one training step: time, tokens/s, TFLOP/s, MFU, memory")
-  p.add_argument("--config", default="configs/gpt.py:gpt2_small")
+  p.add_argument("--config", default="gpt.py:gpt2_small")
   p.add_argument("--batch", type=int, default=4)
   p.add_argument("--length", default="256", help="'256' or 'inputs=512,targets=114'")
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
@@ -412,23 +412,21 @@ def _parser() -> argparse.ArgumentParser:
   p = add("peak", "matmul FLOP/s in float32, bf16 with f32 accumulation, bf16 in/out")
 
   p = add("compile", "compile time vs depth, scan on / off")
-  p.add_argument("--config", default="configs/gpt.py:gpt2_small")
+  p.add_argument("--config", default="gpt.py:gpt2_small")
   p.add_argument("--layers", type=int, nargs="+", default=[6, 24])
   p.add_argument("--scan", choices=("on", "off"), nargs="+", default=["on", "off"])
   p.add_argument("--batch", type=int, default=4)
   p.add_argument("--length", type=int, default=256)
 
   p = add("generate", "decoding tokens/s with and without the KV cache")
-  p.add_argument(
-    "--configs", nargs="+", default=["configs/gpt.py:tiny", "configs/gpt.py:gpt2_small"]
-  )
+  p.add_argument("--configs", nargs="+", default=["gpt.py:tiny", "gpt.py:gpt2_small"])
   p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
   p.add_argument("--prompt", type=int, default=16, help="prompt tokens")
   p.add_argument("--new-tokens", type=int, default=32)
   p.add_argument("--repeats", type=int, default=3)
 
   p = add("checkpoint", "how long an async save blocks the loop")
-  p.add_argument("--config", default="configs/gpt.py:gpt2_small")
+  p.add_argument("--config", default="gpt.py:gpt2_small")
   p.add_argument("--batch", type=int, default=4)
   p.add_argument("--length", default="256")
   p.add_argument("--steps", type=int, default=3)
@@ -437,7 +435,7 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--steps-after", type=int, default=2)
 
   p = add("presets", "8 fake devices: step time of each sharding preset vs data parallel")
-  p.add_argument("--config", default="configs/gpt.py:gpt2_small")
+  p.add_argument("--config", default="gpt.py:gpt2_small")
   p.add_argument("--presets", nargs="+", choices=tuple(partitioning.PRESETS),
                  default=list(partitioning.PRESETS))  # fmt: skip
   p.add_argument("--batch", type=int, default=8)

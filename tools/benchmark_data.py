@@ -24,7 +24,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from t5x_lite.data import pipeline, preprocessors  # noqa: E402
+from t5x_lite.data import objectives, pipeline, preprocessors  # noqa: E402
 from t5x_lite.data.feature_converters import (  # noqa: E402
   DecoderFeatureConverter,
   EncDecFeatureConverter,
@@ -101,13 +101,13 @@ def run(
   span_task = Task(
     "benchmark_span_corruption",
     source,
-    [preprocessors.tokenize, functools.partial(preprocessors.span_corruption)],
+    [preprocessors.tokenize, functools.partial(objectives.span_corruption)],
     {"inputs": Feature(), "targets": Feature()},
   )
   causal_task = Task(
     "benchmark_causal_lm",
     source,
-    [preprocessors.tokenize, preprocessors.append_eos, preprocessors.causal_lm],
+    [preprocessors.tokenize, preprocessors.append_eos, objectives.causal_lm],
     {"targets": Feature()},
   )
   span_stream = pipeline.TaskStream(

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from t5x_lite.data import preprocessors, sources
+from t5x_lite.data import objectives, preprocessors, ragged, sources
 from t5x_lite.data.registry import Feature, Mixture, MixtureRegistry, Task, TaskRegistry
 
 CORPUS_DIR = os.environ.get("MY_CORPUS_DIR", "my_corpus")
@@ -27,7 +27,7 @@ def drop_short_documents(examples, context, *, min_tokens: int = 8):
   """
   del context  # unused: no vocabulary or lengths needed here
   keep = np.flatnonzero(examples["targets"].lengths >= min_tokens)
-  return preprocessors.take_examples(examples, keep)
+  return ragged.take_examples(examples, keep)
 
 
 TaskRegistry.add(
@@ -40,7 +40,7 @@ TaskRegistry.add(
       preprocessors.tokenize,  # 'text' -> 'targets' with the run's vocabulary
       functools.partial(drop_short_documents, min_tokens=8),
       preprocessors.append_eos,  # on the output features with add_eos=True
-      preprocessors.causal_lm,  # cut into pieces of data.feature_lengths['targets']
+      objectives.causal_lm,  # cut into pieces of data.feature_lengths['targets']
     ],
     output_features={"targets": Feature(add_eos=True)},
   )

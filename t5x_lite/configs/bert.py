@@ -1,6 +1,6 @@
 """BERT-style encoder: masked-LM (+ next-sentence prediction) pre-training.
 
-Variants (`--config configs/bert.py:VARIANT`):
+Variants (`--config bert.py:VARIANT`):
   tiny           2 layers, d_model 64, MLM + NSP: pre-trains on the pydoc corpus on a CPU in minutes.
   bert_base      BERT-base (12 layers, 12 heads, 768 wide, 512 positions, vocab 30522) with the MLM
                  and NSP heads (BertForPreTraining: 110,106,428 parameters).

@@ -1,6 +1,6 @@
 """GPT-style decoder (GPT-2 architecture): causal LM pre-training.
 
-Variants (`--config configs/gpt.py:VARIANT`):
+Variants (`--config gpt.py:VARIANT`):
   tiny        2 layers, d_model 64: pre-trains on the bundled pydoc corpus on a CPU in minutes.
   small       4 layers, d_model 256: a bigger CPU smoke test.
   gpt2_small  GPT-2 124M (12 layers, 12 heads, 768 wide, 1024 positions, vocab 50257).

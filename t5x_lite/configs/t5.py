@@ -1,6 +1,6 @@
 """T5-style encoder-decoder: span-corruption pre-training.
 
-Variants (`--config configs/t5.py:VARIANT`):
+Variants (`--config t5.py:VARIANT`):
   tiny           2 + 2 layers, d_model 64, T5 v1.1 layout: pre-trains on the pydoc corpus on a CPU.
   t5_small       T5 v1.0 small (6 + 6 layers, 512 wide, 8 heads, ReLU, tied output): 60,506,624.
   t5_base        T5 v1.0 base (12 + 12 layers, 768 wide, 12 heads).

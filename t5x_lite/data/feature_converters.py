@@ -16,13 +16,8 @@ from typing import Any
 import numpy as np
 
 from t5x_lite.data import DataError
-from t5x_lite.data.preprocessors import (
-  KEY,
-  Ragged,
-  concat_rows,
-  positions_in_rows,
-  uniform,
-)
+from t5x_lite.data.keys import uniform
+from t5x_lite.data.ragged import KEY, Ragged, concat_rows, positions_in_rows, truncate
 
 
 def assign_rows(
@@ -65,13 +60,6 @@ def assign_rows(
     segment[i] = state[channels]
     row[i] = state[channels + 1]
   return row, offset, segment, num_rows + len(used)
-
-
-def _trim(column: Ragged, limit: int) -> Ragged:
-  if len(column) == 0 or column.lengths.max(initial=0) <= limit:
-    return column
-  keep = positions_in_rows(column.lengths) < limit
-  return Ragged(column.values[keep], np.minimum(column.lengths, limit))
 
 
 class _Writer:
@@ -163,7 +151,7 @@ class DecoderFeatureConverter(FeatureConverter):
       )
     else:
       tokens = targets
-    tokens, weights = _trim(tokens, length), _trim(weights, length)
+    tokens, weights = truncate(tokens, length), truncate(weights, length)
     row, offset, segment, rows = assign_rows(tokens.lengths[:, None], [length], self.pack)
     writer = _Writer(rows, length, row, offset[:, 0], tokens.lengths, segment)
     features = {
@@ -189,11 +177,13 @@ class EncoderFeatureConverter(FeatureConverter):
   def convert(self, examples, task_feature_lengths, shuffle_key=None):
     self._require(examples, ["inputs"])
     length = self.model_feature_lengths(task_feature_lengths)["encoder"]
-    inputs = _trim(examples["inputs"], length)
+    inputs = truncate(examples["inputs"], length)
     count = len(inputs)
     zeros = Ragged(np.zeros(len(inputs.values), np.int32), inputs.lengths)
-    targets = _trim(examples["targets"], length) if "targets" in examples else zeros
-    type_ids = _trim(examples["token_type_ids"], length) if "token_type_ids" in examples else zeros
+    targets = truncate(examples["targets"], length) if "targets" in examples else zeros
+    type_ids = (
+      truncate(examples["token_type_ids"], length) if "token_type_ids" in examples else zeros
+    )
     labels = examples.get("nsp_label", np.zeros(count, np.int32))
     row, offset, segment, rows = assign_rows(inputs.lengths[:, None], [length], self.pack)
     writer = _Writer(rows, length, row, offset[:, 0], inputs.lengths, segment)
@@ -221,8 +211,8 @@ class EncDecFeatureConverter(FeatureConverter):
   def convert(self, examples, task_feature_lengths, shuffle_key=None):
     self._require(examples, ["inputs", "targets"])
     lengths = self.model_feature_lengths(task_feature_lengths)
-    inputs = _trim(examples["inputs"], lengths["encoder"])
-    targets = _trim(examples["targets"], lengths["decoder"])
+    inputs = truncate(examples["inputs"], lengths["encoder"])
+    targets = truncate(examples["targets"], lengths["decoder"])
     capacity = [lengths["encoder"], lengths["decoder"]]
     row, offset, segment, rows = assign_rows(
       np.stack([inputs.lengths, targets.lengths], axis=1), capacity, self.pack
@@ -240,3 +230,60 @@ class EncDecFeatureConverter(FeatureConverter):
       "decoder_positions": decoder.positions(),
     }
     return _shuffle_rows(features, shuffle_key)
+
+
+class ClassificationFeatureConverter(FeatureConverter):
+  """Encoder: [CLS]-first rows, the label at each segment's first position (token labels: at
+  each tagged token). Decoder: the LM features of the text, the label at its last token."""
+
+  def __init__(self, family: str, head: str = "classification", pack: bool = True):
+    super().__init__(pack)
+    self.family, self.head = family, head
+
+  def model_feature_lengths(self, task_feature_lengths):
+    return {self.family: dict(task_feature_lengths)["inputs"]}
+
+  def convert(self, examples, task_feature_lengths, shuffle_key=None):
+    token_level = self.head == "token_classification"
+    self._require(
+      examples, ["inputs", "tag_ids", "tag_weights"] if token_level else ["inputs", "label"]
+    )
+    length = self.model_feature_lengths(task_feature_lengths)[self.family]
+    inputs = truncate(examples["inputs"], length)
+    row, offset, segment, rows = assign_rows(inputs.lengths[:, None], [length], self.pack)
+    writer = _Writer(rows, length, row, offset[:, 0], inputs.lengths, segment)
+    total = len(inputs.values)
+    if token_level:
+      labels = truncate(examples["tag_ids"], length).values
+      weights = truncate(examples["tag_weights"], length).values.astype(np.float32)
+    else:
+      labels, weights = np.zeros(total, np.int32), np.zeros(total, np.float32)
+      nonempty = inputs.lengths > 0
+      # BERT reads [CLS] (a segment's first token); GPT its last token (it has seen them all).
+      where = inputs.offsets[:-1] if self.family == "encoder" else inputs.offsets[1:] - 1
+      labels[where[nonempty]] = np.asarray(examples["label"])[nonempty]
+      weights[where[nonempty]] = 1.0
+    features = {
+      "classification_labels": writer.write(labels),
+      "classification_loss_weights": writer.write(weights, np.float32),
+    }
+    if self.family == "encoder":
+      types = examples.get("token_type_ids")
+      type_values = (
+        truncate(types, length).values if types is not None else np.zeros(total, np.int32)
+      )
+      features.update(
+        encoder_input_tokens=writer.write(inputs.values),
+        encoder_segment_ids=writer.segment_ids(),
+        encoder_positions=writer.positions(),
+        encoder_token_type_ids=writer.write(type_values),
+      )
+    else:
+      features.update(
+        decoder_target_tokens=writer.write(inputs.values),
+        decoder_input_tokens=writer.shifted_right(inputs.values),
+        decoder_loss_weights=writer.write(np.ones(total, np.float32), np.float32),
+        decoder_segment_ids=writer.segment_ids(),
+        decoder_positions=writer.positions(),
+      )
+    return features

@@ -23,7 +23,9 @@ from etils import epath
 
 from t5x_lite.data import DataError, registry
 from t5x_lite.data.feature_converters import FeatureConverter
-from t5x_lite.data.preprocessors import KEY, Context, derive_keys, mix64
+from t5x_lite.data.keys import derive_keys, mix64
+from t5x_lite.data.preprocessors import Context
+from t5x_lite.data.ragged import KEY
 from t5x_lite.data.vocabularies import (
   ByteVocabulary,
   SentencePieceVocabulary,
@@ -38,7 +40,34 @@ VOCAB_TRAINING_CHARS = 20_000_000  # enough text for a good vocabulary, a few se
 _MAX_EMPTY_BLOCKS = 100
 _STATE_VERSION = 1
 
+# The built-in registry files (`data/tasks/`), imported with the config's own task_modules.
+BUILTIN_TASK_MODULES = ("t5x_lite.data.tasks.pydoc", "t5x_lite.data.tasks.tfds")
+
 logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks: the one place that imports registry files.
+
+
+def import_tasks(task_modules: Sequence[str] = ()) -> None:
+  """Registers the built-in tasks and those of `task_modules` (module names or .py paths)."""
+  registry.import_task_modules(BUILTIN_TASK_MODULES + tuple(task_modules))
+
+
+def resolve_tasks(config, split: str = "train") -> tuple[list[registry.Task], list[float]]:
+  """The tasks (and normalized rates) a config reads: `data.task`, or `data.eval_task` for the
+  validation split when set; the built-in and `data.task_modules` registry files first."""
+  data = config.data
+  import_tasks(tuple(data.task_modules))
+  name = data.eval_task if split == "validation" and data.eval_task else data.task
+  return registry.tasks_of(name)
+
+
+def get_task(config, name: str) -> registry.Task | registry.Mixture:
+  """The registered Task or Mixture `name`, after importing the config's registry files."""
+  import_tasks(tuple(config.data.task_modules))
+  return registry.get_task_or_mixture(name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,8 +85,7 @@ def get_vocabulary(config, workdir: str) -> Vocabulary:
     return ByteVocabulary(data.extra_ids)
   if data.vocab_path:
     return SentencePieceVocabulary(data.vocab_path, data.extra_ids)
-  registry.import_task_modules(tuple(data.task_modules))
-  tasks, _ = registry.tasks_of(data.task)
+  tasks, _ = resolve_tasks(config, "train")
   names = sorted(t.name for t in tasks)
   key = cache_key(tasks=names, vocab_size=data.vocab_size, extra_ids=data.extra_ids, v=1)
   path = epath.Path(workdir) / "vocab" / f"spm_{data.vocab_size}_{key}.model"  # local or gs://
@@ -322,9 +350,7 @@ def make_streams(
 ) -> tuple[list[TaskStream], list[float]]:
   """The task streams (and normalized rates) of config.data.task (or eval_task for validation)."""
   data = config.data
-  registry.import_task_modules(tuple(data.task_modules))
-  name = data.eval_task if split == "validation" and data.eval_task else data.task
-  tasks, rates = registry.tasks_of(name)
+  tasks, rates = resolve_tasks(config, split)
   streams = [
     TaskStream(
       task,

@@ -1,9 +1,14 @@
 """Tasks and Mixtures, their registries, and the import of users' registry files.
 
 A `Task` is a document source, a list of preprocessors (plain functions of
-`(examples, context)` with params bound by `functools.partial`) and the task features it
-outputs. A `Mixture` samples several tasks by rate. Registries raise on a duplicate name and,
-on an unknown one, list the closest registered names.
+`(examples, context)` with params bound by `functools.partial`), the task features it outputs,
+and its evaluation metadata (metric functions, label names). A `Mixture` samples several tasks by
+rate. Registries raise on a duplicate name (unless `replace=True`) and, on an unknown one, list
+the closest registered names.
+
+This module is mechanism only, as SeqIO's registry: it never imports task definitions. The
+built-in ones live in `data/tasks/`; `pipeline.resolve_tasks(config)` imports them together with
+the config's own registry files (`import_task_modules`).
 """
 
 from __future__ import annotations
@@ -65,7 +70,8 @@ class Task:
   source: DocumentSource
   preprocessors: Sequence[Callable[..., dict]]
   output_features: Mapping[str, Feature]
-  metric_fns: Sequence[Callable] = ()
+  metric_fns: Sequence[Callable] = ()  # seqio's fn(targets, predictions) -> {name: value}
+  labels: Sequence[str] | None = None  # label names of a classification / tagging task
 
   def __post_init__(self):
     if not isinstance(self.name, str) or not self.name:
@@ -82,6 +88,8 @@ class Task:
       self, "output_features", _check_output_features(self.name, self.output_features)
     )
     object.__setattr__(self, "preprocessors", tuple(self.preprocessors))
+    if self.labels is not None:
+      object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,10 +131,12 @@ class _Registry:
   def __init__(self):
     self._entries: dict[str, Any] = {}
 
-  def add(self, entry: Any) -> Any:
-    if entry.name in self._entries:
+  def add(self, entry: Any, replace: bool = False) -> Any:
+    """Registers `entry`; a name already taken raises unless `replace`."""
+    if entry.name in self._entries and not replace:
       raise RegistryError(
-        f"{self.kind} {entry.name!r} is already registered (remove it first to replace it)"
+        f"{self.kind} {entry.name!r} is already registered (remove it first, or add it with "
+        "replace=True)"
       )
     self._entries[entry.name] = entry
     return entry
@@ -149,18 +159,18 @@ class _Registry:
 class _TaskRegistry(_Registry):
   kind = "Task"
 
-  def add(self, task: Task) -> Task:
+  def add(self, task: Task, replace: bool = False) -> Task:
     if not isinstance(task, Task):
       raise RegistryError(f"TaskRegistry.add expects a Task, found {type(task).__name__}")
     if task.name in MixtureRegistry:
       raise RegistryError(f"{task.name!r} is already registered as a Mixture")
-    return super().add(task)
+    return super().add(task, replace)
 
 
 class _MixtureRegistry(_Registry):
   kind = "Mixture"
 
-  def add(self, mixture: Mixture) -> Mixture:
+  def add(self, mixture: Mixture, replace: bool = False) -> Mixture:
     if not isinstance(mixture, Mixture):
       raise RegistryError(f"MixtureRegistry.add expects a Mixture, found {type(mixture).__name__}")
     if mixture.name in TaskRegistry:
@@ -168,7 +178,7 @@ class _MixtureRegistry(_Registry):
     missing = [t for t in mixture.tasks if t not in TaskRegistry]
     if missing:
       raise RegistryError(f"Mixture {mixture.name!r}: {unknown_name_message(missing[0])}")
-    return super().add(mixture)
+    return super().add(mixture, replace)
 
 
 TaskRegistry = _TaskRegistry()
@@ -208,8 +218,7 @@ _imported_paths: dict[str, str] = {}
 
 
 def import_task_modules(modules: Sequence[str] = ()) -> None:
-  """Imports the built-in tasks and each registry file (a module name or a `.py` path) once."""
-  importlib.import_module("t5x_lite.tasks")
+  """Imports each registry file (a module name or a `.py` path) once, and nothing else."""
   for module in modules:
     if module.endswith(".py") or os.sep in module:
       path = os.path.abspath(os.path.expanduser(module))

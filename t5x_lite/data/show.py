@@ -20,7 +20,8 @@ from t5x_lite.data.feature_converters import (
   EncoderFeatureConverter,
   FeatureConverter,
 )
-from t5x_lite.data.preprocessors import KEY, Ragged, span_corruption_lengths
+from t5x_lite.data.objectives import span_corruption_lengths
+from t5x_lite.data.ragged import KEY, Ragged
 from t5x_lite.data.vocabularies import Vocabulary
 
 _TEXT_LIMIT = 400
@@ -37,7 +38,7 @@ def _function_name(fn: Any) -> str:
 
 def list_tasks(task_modules: tuple[str, ...] = ()) -> str:
   """Registered tasks (source, preprocessors, features) and mixtures (rates)."""
-  registry.import_task_modules(task_modules)
+  pipeline.import_tasks(task_modules)
   lines = ["Tasks:"]
   for name in registry.TaskRegistry.names():
     task = registry.TaskRegistry.get(name)
@@ -140,7 +141,7 @@ def show_task(
   (the same model `t5x-lite train` would use with data.task = name and that workdir).
   """
   modules = tuple(config.data.task_modules) + tuple(task_modules)
-  registry.import_task_modules(modules)
+  pipeline.import_tasks(modules)
   if vocabulary is None:
     if not workdir:
       raise ValueError("show_task needs a vocabulary or a workdir to cache one in")

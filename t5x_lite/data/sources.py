@@ -4,11 +4,17 @@
 pipeline can shuffle globally and let each host read only its own documents. A source without
 splits of its own puts each document in 'train' or 'validation' by a stable hash of its id, so
 the split never depends on file order, host count or Python's hash seed.
+
+`RecordSource` reads fine-tuning records (JSONL or CSV with a header row) and keeps the fields a
+task names; each document's text is the JSON of those fields, so records travel through the
+ordinary pipeline (shuffling, sharding, checkpointable state) and `preprocessors.parse_records`
+turns them back into columns. Its splits come from separate files (`validation=`) or the id hash.
 """
 
 from __future__ import annotations
 
 import abc
+import csv
 import glob
 import gzip
 import json
@@ -21,16 +27,9 @@ from typing import Any
 import numpy as np
 
 from t5x_lite.data import DataError
+from t5x_lite.data.keys import mix64
 
 SPLITS = ("train", "validation")
-
-
-def _mix64(values: np.ndarray) -> np.ndarray:
-  """splitmix64 finalizer, vectorized: uint64 -> well-mixed uint64."""
-  z = values.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-  z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-  z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-  return z ^ (z >> np.uint64(31))
 
 
 def validation_mask(ids: Sequence[str], validation_fraction: float) -> np.ndarray:
@@ -40,7 +39,7 @@ def validation_mask(ids: Sequence[str], validation_fraction: float) -> np.ndarra
   document with the smallest (or largest) hash moves over, so a small corpus still evaluates.
   """
   crc = np.fromiter((zlib.crc32(i.encode("utf-8")) for i in ids), np.uint64, count=len(ids))
-  unit = (_mix64(crc) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+  unit = (mix64(crc) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
   mask = unit < validation_fraction
   if len(ids) >= 2 and not mask.any():
     mask[np.argmin(unit)] = True
@@ -49,7 +48,7 @@ def validation_mask(ids: Sequence[str], validation_fraction: float) -> np.ndarra
   return mask
 
 
-class _Split:
+class DocumentSplit:
   """The documents of one split: a grain RandomAccessDataSource over a parent's index list."""
 
   def __init__(self, read, indices: np.ndarray, name: str):
@@ -96,7 +95,7 @@ class DocumentSource(abc.ABC):
     """Document `index` of the whole corpus, whatever its split."""
     return self._read(index)
 
-  def split(self, name: str) -> _Split:
+  def split(self, name: str) -> DocumentSplit:
     """Random-access documents of split `name` ('train' | 'validation')."""
     if name not in self.splits:
       raise ValueError(f"{self!r} has no split {name!r}; splits: {', '.join(self.splits)}")
@@ -110,7 +109,7 @@ class DocumentSource(abc.ABC):
       raise DataError(
         f"{self!r}: split {name!r} is empty (validation_fraction={self.validation_fraction})"
       )
-    return _Split(self._read, indices, f"{self!r}[{name}]")
+    return DocumentSplit(self._read, indices, f"{self!r}[{name}]")
 
 
 class InMemorySource(DocumentSource):
@@ -189,7 +188,7 @@ def expand_patterns(patterns: str | Sequence[str]) -> list[str]:
   return files
 
 
-def _open_text(path: str):
+def open_text(path: str):
   with open(path, "rb") as f:
     gzipped = f.read(2) == b"\x1f\x8b"
   if gzipped:
@@ -220,7 +219,7 @@ class TextFileSource(DocumentSource):
     if self._docs is None:
       docs = []
       for path in self._files:
-        with _open_text(path) as f:
+        with open_text(path) as f:
           text = f.read()
         if self.mode == "line":
           parts = [line for line in text.split("\n") if line.strip()]
@@ -238,7 +237,7 @@ class TextFileSource(DocumentSource):
   def _read(self, index: int) -> dict[str, str]:
     if self.mode == "file":
       path = self._files[index]
-      with _open_text(path) as f:
+      with open_text(path) as f:
         return {"id": path, "text": f.read()}
     doc_id, text = self._load()[index]
     return {"id": doc_id, "text": text}
@@ -272,7 +271,7 @@ class JsonlSource(DocumentSource):
     if self._docs is None:
       docs = []
       for path in self._files:
-        with _open_text(path) as f:
+        with open_text(path) as f:
           for n, line in enumerate(f):
             if not line.strip():
               continue
@@ -422,7 +421,7 @@ class TfdsSource(DocumentSource):
     record = self._open(self.split_names["train"])[index]
     return {"id": str(index), "text": _record_text(record, self.text_field, repr(self))}
 
-  def split(self, name: str) -> _Split:
+  def split(self, name: str) -> DocumentSplit:
     if name not in self.splits:
       raise ValueError(f"{self!r} has no split {name!r}; splits: {', '.join(self.splits)}")
     tfds_validation = self.split_names.get("validation")
@@ -435,7 +434,91 @@ class TfdsSource(DocumentSource):
       text = _record_text(records[index], self.text_field, repr(self))
       return {"id": f"{tfds_split}:{index}", "text": text}
 
-    return _Split(read, np.arange(len(records)), f"{self!r}[{name}]")
+    return DocumentSplit(read, np.arange(len(records)), f"{self!r}[{name}]")
 
   def __repr__(self) -> str:
     return f"TfdsSource({self.name!r})"
+
+
+def read_records(path: str, fields: Sequence[str]) -> list[dict[str, Any]]:
+  """The records of one .jsonl / .csv file (gzip allowed), keeping `fields`; errors name the line."""
+  is_csv = path.removesuffix(".gz").endswith((".csv", ".tsv"))
+  records = []
+  with open_text(path) as f:
+    if is_csv:
+      delimiter = "\t" if path.removesuffix(".gz").endswith(".tsv") else ","
+      rows = enumerate(csv.DictReader(f, delimiter=delimiter), start=2)  # line 1 is the header
+    else:
+      rows = ((n, line) for n, line in enumerate(f, start=1) if line.strip())
+    for line, row in rows:
+      if not is_csv:
+        try:
+          row = json.loads(row)
+        except json.JSONDecodeError as e:
+          raise DataError(f"{path}:{line}: not valid JSON: {e}") from None
+        if not isinstance(row, dict):
+          raise DataError(f"{path}:{line}: expected a JSON object, found {type(row).__name__}")
+      missing = [name for name in fields if name not in row or row[name] is None]
+      if missing:
+        raise DataError(
+          f"{path}:{line}: no field {missing[0]!r} (fields: {', '.join(map(str, row))})"
+        )
+      records.append({name: row[name] for name in fields})
+  return records
+
+
+class RecordSource(DocumentSource):
+  """JSONL/CSV records; a document is {'id', 'text': JSON of the kept fields}.
+
+  `train`, `validation`: file patterns. Without `validation` files, a hash of each record's id
+  (`id_field`, else file:line) sends `validation_fraction` of the records to validation.
+  """
+
+  def __init__(
+    self,
+    train: str | Sequence[str],
+    validation: str | Sequence[str] | None = None,
+    *,
+    fields: Sequence[str],
+    id_field: str | None = None,
+    validation_fraction: float = 0.1,
+  ):
+    super().__init__(validation_fraction)
+    self.train_patterns, self.validation_patterns = train, validation
+    self.fields = tuple(fields) + ((id_field,) if id_field and id_field not in fields else ())
+    self.id_field = id_field
+    self._docs: dict[str, list[dict[str, str]]] | None = None
+
+  def _load_files(self, patterns) -> list[dict[str, str]]:
+    docs = []
+    for path in expand_patterns(patterns):
+      for n, record in enumerate(read_records(path, self.fields)):
+        doc_id = str(record[self.id_field]) if self.id_field else f"{path}:{n}"
+        docs.append({"id": doc_id, "text": json.dumps(record)})
+    return docs
+
+  def _load(self) -> dict[str, list[dict[str, str]]]:
+    if self._docs is None:
+      self._docs = {"train": self._load_files(self.train_patterns)}
+      if self.validation_patterns:
+        self._docs["validation"] = self._load_files(self.validation_patterns)
+    return self._docs
+
+  def _ids(self) -> list[str]:
+    return [d["id"] for d in self._load()["train"]]
+
+  def _read(self, index: int) -> dict[str, str]:
+    return self._load()["train"][index]
+
+  def split(self, name: str) -> DocumentSplit:
+    if not self.validation_patterns:
+      return super().split(name)
+    if name not in self.splits:
+      raise ValueError(f"{self!r} has no split {name!r}; splits: {', '.join(self.splits)}")
+    docs = self._load()[name]
+    if not docs:
+      raise DataError(f"{self!r}: split {name!r} has no records")
+    return DocumentSplit(docs.__getitem__, np.arange(len(docs)), f"{self!r}[{name}]")
+
+  def __repr__(self) -> str:
+    return f"RecordSource({self.train_patterns!r}, validation={self.validation_patterns!r})"

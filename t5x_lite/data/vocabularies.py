@@ -21,6 +21,7 @@ import numpy as np
 from etils import epath
 
 from t5x_lite.data import DataError
+from t5x_lite.data.sources import TextFileSource
 
 PAD_ID = 0
 EOS_ID = 1
@@ -254,8 +255,6 @@ def train_sentencepiece_from_files(
 
   Returns the path written. Use it with `config.data.vocab_path` (and the same extra_ids).
   """
-  from t5x_lite.data.sources import TextFileSource
-
   source = TextFileSource(input_patterns, mode="file")
   path = out if out.endswith(".model") else out + ".model"
   texts = (source.document(i)["text"] for i in range(source.num_documents()))
@@ -267,3 +266,17 @@ def cache_key(**settings) -> str:
   """A short stable hash of the settings a trained vocabulary depends on."""
   text = ",".join(f"{k}={settings[k]}" for k in sorted(settings))
   return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def pretrained_vocab_path(workdir: str) -> str:
+  """The SentencePiece model a run trained (workdir/vocab/*.model): fine-tuning from that run
+  must set `data.vocab_path` to it, so that token ids mean the same thing."""
+  directory = os.path.join(workdir, "vocab")
+  models = (
+    sorted(f for f in os.listdir(directory) if f.endswith(".model"))
+    if os.path.isdir(directory)
+    else []
+  )
+  if len(models) != 1:
+    raise DataError(f"{directory}: expected one SentencePiece .model, found {models}")
+  return os.path.join(directory, models[0])

@@ -14,7 +14,7 @@ top-level collection, `classification_head`. The backbone's last hidden state is
 flax's `capture_intermediates` (the output of its `encoder` / `decoder` Stack); parts of the
 backbone the head does not use (the MLM decoder) are dead code under jit and are not computed.
 
-Model features (from data/finetune.ClassificationFeatureConverter), besides the backbone's:
+Model features (from data/feature_converters.ClassificationFeatureConverter), besides the backbone's:
   classification_labels        [batch, length] int32 label at each classified position, else 0
   classification_loss_weights  [batch, length] float32 1 at each classified position, else 0
 """
@@ -29,6 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from t5x_lite.data.feature_converters import ClassificationFeatureConverter
 from t5x_lite.models import base, layers
 from t5x_lite.models.config import ModelConfig
 
@@ -107,8 +108,6 @@ class ClassifierModel(base.BaseModel):
     return self.backbone.module
 
   def feature_converter(self, pack: bool = True) -> Any:
-    from t5x_lite.data.finetune import ClassificationFeatureConverter  # noqa: PLC0415
-
     return ClassificationFeatureConverter(self.config.family, self.config.head, pack=pack)
 
   def feature_lengths(self, model_feature_lengths: Mapping[str, int]) -> dict[str, int]:

@@ -10,7 +10,7 @@ Feature lengths come from config.data.feature_lengths:
 
 import functools
 
-from t5x_lite.data import preprocessors
+from t5x_lite.data import objectives, preprocessors
 from t5x_lite.data.registry import Feature, Task, TaskRegistry
 from t5x_lite.data.sources import PydocSource
 
@@ -19,59 +19,52 @@ TARGETS = {"targets": Feature(add_eos=True)}
 INPUTS_AND_TARGETS = {"inputs": Feature(add_eos=False), "targets": Feature(add_eos=True)}
 
 
-def _register(task: Task) -> None:
-  if task.name not in TaskRegistry:  # re-importing (e.g. under another module name) is harmless
-    TaskRegistry.add(task)
-
-
-_register(
+TaskRegistry.add(
   Task(
     "pydoc_causal_lm",
     source=SOURCE,
     preprocessors=[
       preprocessors.tokenize,
       preprocessors.append_eos,
-      preprocessors.causal_lm,
+      objectives.causal_lm,
     ],
     output_features=TARGETS,
   )
 )
 
-_register(
+TaskRegistry.add(
   Task(
     "pydoc_prefix_lm",
     source=SOURCE,
     preprocessors=[
       preprocessors.tokenize,
-      preprocessors.prefix_lm,
+      objectives.prefix_lm,
       preprocessors.append_eos,  # targets only (inputs: add_eos=False)
     ],
     output_features=INPUTS_AND_TARGETS,
   )
 )
 
-_register(
+TaskRegistry.add(
   Task(
     "pydoc_span_corruption",
     source=SOURCE,
     preprocessors=[
       preprocessors.tokenize,
-      functools.partial(
-        preprocessors.span_corruption, noise_density=0.15, mean_noise_span_length=3.0
-      ),
+      functools.partial(objectives.span_corruption, noise_density=0.15, mean_noise_span_length=3.0),
     ],
     output_features={"inputs": Feature(add_eos=True), "targets": Feature(add_eos=True)},
   )
 )
 
-_register(
+TaskRegistry.add(
   Task(
     "pydoc_mlm",
     source=SOURCE,
     preprocessors=[
       preprocessors.tokenize,
-      preprocessors.nsp_pairs,
-      functools.partial(preprocessors.mlm, mask_rate=0.15),
+      objectives.nsp_pairs,
+      functools.partial(objectives.mlm, mask_rate=0.15),
     ],
     output_features={
       "inputs": Feature(add_eos=False),
@@ -81,13 +74,13 @@ _register(
   )
 )
 
-_register(
+TaskRegistry.add(
   Task(
     "pydoc_bart",
     source=SOURCE,
     preprocessors=[
       preprocessors.tokenize,
-      functools.partial(preprocessors.bart_denoise, mask_ratio=0.3, poisson_lambda=3.0),
+      functools.partial(objectives.bart_denoise, mask_ratio=0.3, poisson_lambda=3.0),
     ],
     output_features=INPUTS_AND_TARGETS,
   )

@@ -8,7 +8,7 @@ TFDS_DATA_DIR or edit `DATA_DIR`. Nothing is opened until a task is used.
 import functools
 import os
 
-from t5x_lite.data import preprocessors
+from t5x_lite.data import objectives, preprocessors
 from t5x_lite.data.registry import Feature, Task, TaskRegistry
 from t5x_lite.data.sources import TfdsSource
 
@@ -21,11 +21,6 @@ DATASETS = {
 }
 
 
-def _register(task: Task) -> None:
-  if task.name not in TaskRegistry:
-    TaskRegistry.add(task)
-
-
 for short_name, (tfds_name, text_field, split_names) in DATASETS.items():
   source = TfdsSource(
     tfds_name,
@@ -34,24 +29,24 @@ for short_name, (tfds_name, text_field, split_names) in DATASETS.items():
     split_names=split_names,
     validation_fraction=0.001,
   )
-  _register(
+  TaskRegistry.add(
     Task(
       f"{short_name}_span_corruption",
       source=source,
       preprocessors=[
         preprocessors.tokenize,
         functools.partial(
-          preprocessors.span_corruption, noise_density=0.15, mean_noise_span_length=3.0
+          objectives.span_corruption, noise_density=0.15, mean_noise_span_length=3.0
         ),
       ],
       output_features={"inputs": Feature(), "targets": Feature()},
     )
   )
-  _register(
+  TaskRegistry.add(
     Task(
       f"{short_name}_causal_lm",
       source=source,
-      preprocessors=[preprocessors.tokenize, preprocessors.append_eos, preprocessors.causal_lm],
+      preprocessors=[preprocessors.tokenize, preprocessors.append_eos, objectives.causal_lm],
       output_features={"targets": Feature()},
     )
   )
