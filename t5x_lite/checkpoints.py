@@ -24,6 +24,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
+from flax import traverse_util
 
 from t5x_lite import config as config_lib
 
@@ -155,7 +156,8 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def _check_step(self, step: int | None) -> int:
+  def check_step(self, step: int | None) -> int:
+    """`step`, or the latest when None; CheckpointError if there is no such complete step."""
     steps = self.all_steps()
     if step is None:
       if not steps:
@@ -197,7 +199,7 @@ class Checkpointer:
     num_shards: int = 1,
   ) -> tuple[Any, dict[int, Any]]:
     """Restores the train state (sharded like `abstract_state`) and the data states."""
-    step = self._check_step(step)
+    step = self.check_step(step)
     args = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_shards:
       args["data"] = DataStateRestore(shards=tuple(data_shards), num_shards=num_shards)
@@ -212,7 +214,7 @@ class Checkpointer:
     return restored["state"], (restored["data"] if data_shards else {})
 
   def restore_config(self, step: int | None = None) -> ml_collections.ConfigDict:
-    step = self._check_step(step)
+    step = self.check_step(step)
     try:
       saved = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
     except Exception as e:  # noqa: BLE001
@@ -223,7 +225,7 @@ class Checkpointer:
 
   def restore_params(self, abstract_params: Any, step: int | None = None) -> Any:
     """Only the params of a step (fine-tuning, eval, generate)."""
-    step = self._check_step(step)
+    step = self.check_step(step)
     path = os.path.join(self.directory, str(step), "state")
     # Partial restore: only `params` is read, never the optimizer state (2x the params).
     restore_args = jax.tree.map(
@@ -251,6 +253,18 @@ class Checkpointer:
         f"restored: {type(e).__name__}: {e}"
       ) from e
     return restored["params"]
+
+  def saved_param_shapes(self, step: int) -> dict[str, tuple[int, ...]]:
+    """{'a/b/kernel': shape} of the params stored at `step` (metadata only, nothing is read)."""
+    path = os.path.join(self.directory, str(step), "state")
+    with _quiet_absl():
+      metadata = ocp.PyTreeCheckpointer().metadata(path)
+    tree = getattr(metadata, "item_metadata", metadata)
+    tree = getattr(tree, "tree", tree)
+    if "params" not in tree:
+      raise CheckpointError(f"{path} holds no 'params' (found {sorted(tree)})")
+    flat = traverse_util.flatten_dict(tree["params"])
+    return {"/".join(name): tuple(leaf.shape) for name, leaf in flat.items()}
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

@@ -55,14 +55,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
   from t5x_lite import inference  # noqa: PLC0415
 
   errors.append(inference.InferenceError)
-  try:
-    from t5x_lite.data import registry  # noqa: PLC0415
+  from t5x_lite.data import DataError  # noqa: PLC0415 (RegistryError is a DataError)
 
-    errors += [
-      getattr(registry, name) for name in ("RegistryError", "DataError") if hasattr(registry, name)
-    ]
-  except ImportError:
-    pass
+  errors.append(DataError)
   return tuple(errors)
 
 
@@ -77,9 +72,9 @@ def _default_workdir(config_spec: str) -> str:
 
 def cmd_train(args, overrides: Sequence[str]) -> int:
   from t5x_lite import config as config_lib  # noqa: PLC0415
-  from t5x_lite import partitioning
+  from t5x_lite import runtime  # noqa: PLC0415
 
-  partitioning.maybe_initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+  runtime.maybe_initialize_distributed(args.coordinator, args.num_processes, args.process_id)
   config = config_lib.get_config(args.config, config_lib.parse_overrides(overrides))
   workdir = args.workdir or _default_workdir(args.config)
   from t5x_lite.training import loop  # noqa: PLC0415
@@ -102,7 +97,7 @@ def cmd_train(args, overrides: Sequence[str]) -> int:
 
 
 def cmd_eval(args, overrides: Sequence[str]) -> int:
-  from t5x_lite import evaluation  # noqa: PLC0415
+  from t5x_lite.evaluation import checkpoint as evaluation  # noqa: PLC0415
 
   results = evaluation.evaluate_checkpoint(
     args.workdir, step=args.step, task=args.task, num_batches=args.num_batches

@@ -20,38 +20,18 @@ from typing import Any
 
 import ml_collections
 
+from t5x_lite import partitioning
 from t5x_lite.configs import CONFIG_DIR
-from t5x_lite.models.config import ModelConfig
-
-
-class ConfigError(ValueError):
-  """A config value is missing, of the wrong type, or inconsistent with another."""
-
+from t5x_lite.errors import ConfigError
+from t5x_lite.models.config import (
+  ATTENTION_SCALES,
+  DROPOUT_PLACEMENTS,
+  INIT_SCHEMES,
+  ModelConfig,
+)
 
 FAMILIES = ("decoder", "encoder", "encoder_decoder")
 DEFAULT_CONFIG = "gpt.py:tiny"
-
-# Logical axis name -> mesh axes (DESIGN.md "Sharding"). Data, so a config can change it.
-DEFAULT_LOGICAL_AXIS_RULES = (
-  ("batch", ("data", "fsdp")),
-  ("embed", "fsdp"),
-  ("mlp", "tensor"),
-  ("heads", "tensor"),
-  ("vocab", "tensor"),
-  ("kv", None),
-  ("length", None),
-  ("layers", None),
-)
-
-
-# Named mesh layouts (`config.mesh.preset`): pure data parallel; params and optimizer state
-# sharded over all devices (FSDP); FSDP plus Megatron-style tensor parallelism for heads and MLP
-# (tensor = config.mesh.tensor when > 1, else 2).
-MESH_PRESETS = {
-  "data": {"data": -1, "fsdp": 1, "tensor": 1},
-  "fsdp": {"data": 1, "fsdp": -1, "tensor": 1},
-  "fsdp+tensor": {"data": 1, "fsdp": -1, "tensor": 2},
-}
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -108,11 +88,13 @@ def base_config() -> ml_collections.ConfigDict:
   opt.grad_clip = 1.0  # clip the global gradient norm (0 = off)
 
   config.mesh = mesh = ml_collections.ConfigDict()
-  mesh.preset = ""  # '' (use the sizes below) | 'data' | 'fsdp' | 'fsdp+tensor' (MESH_PRESETS)
+  mesh.preset = (
+    ""  # '' (use the sizes below) | 'data' | 'fsdp' | 'fsdp+tensor' (partitioning.PRESETS)
+  )
   mesh.data = -1  # data-parallel axis size (-1 = the devices left over)
   mesh.fsdp = 1  # fully-sharded data parallel: params and optimizer state sharded
   mesh.tensor = 1  # tensor (model) parallel: heads, mlp, vocab
-  mesh.rules = DEFAULT_LOGICAL_AXIS_RULES  # logical axis -> mesh axes
+  mesh.rules = partitioning.DEFAULT_RULES  # logical axis -> mesh axes
 
   config.lock()
   return config
@@ -382,6 +364,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       f"config.model.head='token_classification' needs model.family='encoder', found {m.family!r}",
     )
   _require(m.lm_loss_weight >= 0, f"config.model.lm_loss_weight={m.lm_loss_weight}: expected >= 0")
+  _one_of(config, "model.init_scheme", m.init_scheme, ("",) + INIT_SCHEMES)
+  _one_of(config, "model.attention_scale", m.attention_scale, ("",) + ATTENTION_SCALES)
+  _one_of(config, "model.dropout_placement", m.dropout_placement, ("",) + DROPOUT_PLACEMENTS)
 
   _one_of(config, "data.vocab", d.vocab, ("sentencepiece", "byte"))
   _require(bool(d.task), "config.data.task is empty: expected a registered task name")
@@ -438,25 +423,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     0.0 <= o.end_factor <= 1.0, f"config.optimizer.end_factor={o.end_factor}: expected [0, 1]"
   )
 
-  for axis in ("data", "fsdp", "tensor"):
-    size = config.mesh[axis]
-    _require(
-      isinstance(size, int) and (size == -1 or size >= 1),
-      f"config.mesh.{axis}={size!r}: expected a positive int or -1 (fill)",
-    )
-  sizes = mesh_sizes(config)
-  _require(
-    sum(1 for s in sizes.values() if s == -1) <= 1,
-    f"config.mesh={sizes}: at most one axis may be -1",
-  )
-  if m.head_dim == 0 and sizes["tensor"] > 1:
-    _require(
-      m.num_heads % sizes["tensor"] == 0,
-      f"config.mesh.tensor={sizes['tensor']} does not divide model.num_heads={m.num_heads}",
-    )
+  partitioning.check_mesh(config, num_devices)
   if num_devices is not None:
-    sizes = resolve_mesh_shape(config, num_devices)
-    _check_divisible_by_mesh(config, sizes)
+    sizes = partitioning.resolve_mesh_shape(config, num_devices)
     data_parallel = sizes["data"] * sizes["fsdp"]
     per_step = t.batch_size // t.microbatches
     _require(
@@ -464,70 +433,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       f"config.train.batch_size={t.batch_size} (per microbatch {per_step}) is not divisible "
       f"by the {data_parallel} data-parallel devices (mesh data={sizes['data']} x fsdp={sizes['fsdp']})",
     )
-
-
-def _check_divisible_by_mesh(config: ml_collections.ConfigDict, sizes: dict[str, int]) -> None:
-  """Every dimension a rule shards must split evenly over its mesh axes (else jax fails deep
-  inside jit with an IndivisibleError)."""
-  m = config.model
-  dims = {
-    "embed": ("model.d_model", m.d_model),
-    "mlp": ("model.d_ff", m.d_ff),
-    "heads": ("model.num_heads", m.num_heads),
-    "vocab": ("model.vocab_size", m.vocab_size),
-    "kv": ("model.head_dim", m.head_dim or m.d_model // m.num_heads),
-  }
-  for name, axes in config.mesh.rules:
-    if name not in dims or axes is None:
-      continue
-    axes = axes if isinstance(axes, (tuple, list)) else (axes,)
-    ways = 1
-    for axis in axes:
-      ways *= sizes.get(axis, 1)
-    field, value = dims[name]
-    _require(
-      value % ways == 0,
-      f"config.{field}={value} does not split over the {ways} devices of mesh axes "
-      f"{'x'.join(axes)} that the rule {name!r} -> {tuple(axes)} shards it on "
-      f"(pad it to a multiple of {ways}, e.g. {-(-value // ways) * ways}, or change config.mesh)",
-    )
-
-
-def mesh_sizes(config: ml_collections.ConfigDict) -> dict[str, int]:
-  """The configured axis sizes (-1 = fill), after applying `config.mesh.preset`."""
-  sizes = {axis: int(config.mesh[axis]) for axis in ("data", "fsdp", "tensor")}
-  preset = config.mesh.get("preset", "")
-  if preset:
-    if preset not in MESH_PRESETS:
-      raise ConfigError(
-        f"config.mesh.preset={preset!r}: expected one of {', '.join(map(repr, MESH_PRESETS))} or ''"
-      )
-    sizes = dict(MESH_PRESETS[preset])
-    if preset == "fsdp+tensor" and int(config.mesh.tensor) > 1:
-      sizes["tensor"] = int(config.mesh.tensor)
-  return sizes
-
-
-def resolve_mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]:
-  """Mesh axis sizes with -1 filled in; ConfigError if they do not multiply to num_devices."""
-  sizes = mesh_sizes(config)
-  known = 1
-  for size in sizes.values():
-    if size != -1:
-      known *= size
-  fill = [axis for axis, size in sizes.items() if size == -1]
-  if fill:
-    _require(
-      num_devices % known == 0,
-      f"config.mesh={sizes}: the fixed axes ({known} devices) do not divide the {num_devices} devices",
-    )
-    sizes[fill[0]] = num_devices // known
-  product = sizes["data"] * sizes["fsdp"] * sizes["tensor"]
-  _require(
-    product == num_devices,
-    f"config.mesh={sizes}: data x fsdp x tensor = {product}, but there are {num_devices} devices",
-  )
-  return sizes
 
 
 def model_config(config: ml_collections.ConfigDict) -> ModelConfig:

@@ -22,6 +22,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,7 +66,7 @@ def brevity_penalty(alpha: float, length: jax.Array) -> jax.Array:
 
 
 def _is_encoder_decoder(model) -> bool:
-  return model.config.family == "encoder_decoder"
+  return model.encoder_decoder
 
 
 def _step_function(model, params, inputs: jax.Array | None, rows: int, total: int, use_cache: bool):
@@ -200,6 +201,31 @@ def _reorder_cache(cache: Any, index: jax.Array) -> Any:
   return jax.tree.map(gather, cache)
 
 
+@flax.struct.dataclass
+class BeamState:
+  """The beam-search loop state (flax wmt's `BeamState`), per row of the batch:
+
+  alive [batch, beams, total]: the live hypotheses (prompt + tokens so far);
+  alive_logp [batch, beams]: their log-probabilities; finished / finished_score: the best
+  hypotheses that emitted EOS, scored logp / brevity_penalty; cache: the KV cache of the
+  batch * beams rows.
+  """
+
+  alive: jax.Array
+  alive_logp: jax.Array
+  finished: jax.Array
+  finished_score: jax.Array
+  cache: Any
+
+
+def gather_beams(tree: Any, index: jax.Array) -> Any:
+  """[batch, 2k, ...] -> [batch, k, ...]: the beams `index` [batch, k] of every leaf."""
+  return jax.tree.map(
+    lambda x: jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1),
+    tree,
+  )
+
+
 @functools.partial(
   jax.jit, static_argnames=("model", "num_beams", "max_new_tokens", "alpha", "use_cache")
 )
@@ -228,49 +254,54 @@ def beam_search(
   inputs = jnp.repeat(prompts, k, axis=0) if encoder_decoder else None
   cache, next_logits = _step_function(model, params, inputs, batch * k, total, use_cache)
 
-  alive = jnp.repeat(sequence[:, None], k, axis=1)  # [batch, beams, total]
   # Only beam 0 is live at first, so the k beams do not start as k copies of one hypothesis.
-  alive_logp = jnp.tile(jnp.asarray([0.0] + [NEG_INF] * (k - 1), jnp.float32), (batch, 1))
-  finished = jnp.zeros_like(alive)
-  finished_score = jnp.full((batch, k), NEG_INF, jnp.float32)
+  initial = BeamState(
+    alive=jnp.repeat(sequence[:, None], k, axis=1),  # [batch, beams, total]
+    alive_logp=jnp.tile(jnp.asarray([0.0] + [NEG_INF] * (k - 1), jnp.float32), (batch, 1)),
+    finished=jnp.zeros((batch, k, total), sequence.dtype),
+    finished_score=jnp.full((batch, k), NEG_INF, jnp.float32),
+    cache=cache,
+  )
   beam_ids = jnp.arange(k)
 
-  def body(t, carry):
-    alive, alive_logp, finished, finished_score, cache = carry
-    logits, cache = next_logits(alive.reshape(batch * k, total), cache, t)
-    log_probs = jax.nn.log_softmax(logits).reshape(batch, k, -1)
+  def body(t, state: BeamState) -> BeamState:
+    logits, cache = next_logits(state.alive.reshape(batch * k, total), state.cache, t)
+    log_probs = jax.nn.log_softmax(logits).reshape(batch, k, -1)  # [batch, beams, vocab]
     vocab = log_probs.shape[-1]
     position = t + 1
-    candidates = (alive_logp[:, :, None] + log_probs).reshape(batch, k * vocab)
+    candidates = (state.alive_logp[:, :, None] + log_probs).reshape(batch, k * vocab)
     scores, flat = jax.lax.top_k(candidates, 2 * k)  # [batch, 2k]
     from_beam, token = flat // vocab, (flat % vocab).astype(jnp.int32)
-    seqs = jnp.take_along_axis(alive, from_beam[:, :, None], axis=1)
+    seqs = gather_beams(state.alive, from_beam)  # [batch, 2k, total]
     seqs = jax.lax.dynamic_update_index_in_dim(seqs, token, position, axis=2)
     is_eos = token == eos_id
     length = position - starts + 1  # generated tokens, this one included
     penalty = brevity_penalty(alpha, length)[:, None]
     new_finished_score = jnp.where(is_eos, scores / penalty, NEG_INF)
-    pool_score = jnp.concatenate([finished_score, new_finished_score], axis=1)
-    pool = jnp.concatenate([finished, seqs], axis=1)
+    pool_score = jnp.concatenate([state.finished_score, new_finished_score], axis=1)
+    pool = jnp.concatenate([state.finished, seqs], axis=1)
     top_finished_score, top = jax.lax.top_k(pool_score, k)
-    top_finished = jnp.take_along_axis(pool, top[:, :, None], axis=1)
+    top_finished = gather_beams(pool, top)
     alive_score, keep = jax.lax.top_k(jnp.where(is_eos, NEG_INF, scores), k)
-    new_alive = jnp.take_along_axis(seqs, keep[:, :, None], axis=1)
+    new_alive = gather_beams(seqs, keep)
     parent = jnp.take_along_axis(from_beam, keep, axis=1)
 
     # Rows inside their prompt (decoder) or already past their end keep their state.
     active = ((position >= starts) & (position < ends))[:, None]
-    alive = jnp.where(active[:, :, None], new_alive, alive)
-    alive_logp = jnp.where(active, alive_score, alive_logp)
-    finished = jnp.where(active[:, :, None], top_finished, finished)
-    finished_score = jnp.where(active, top_finished_score, finished_score)
     if use_cache:
       parent = jnp.where(active, parent, beam_ids[None, :])
       cache = _reorder_cache(cache, (jnp.arange(batch)[:, None] * k + parent).reshape(-1))
-    return alive, alive_logp, finished, finished_score, cache
+    return BeamState(
+      alive=jnp.where(active[:, :, None], new_alive, state.alive),
+      alive_logp=jnp.where(active, alive_score, state.alive_logp),
+      finished=jnp.where(active[:, :, None], top_finished, state.finished),
+      finished_score=jnp.where(active, top_finished_score, state.finished_score),
+      cache=cache,
+    )
 
-  carry = (alive, alive_logp, finished, finished_score, cache)
-  alive, alive_logp, finished, finished_score, _ = jax.lax.fori_loop(0, total - 1, body, carry)
+  final = jax.lax.fori_loop(0, total - 1, body, initial)
+  alive, alive_logp = final.alive, final.alive_logp
+  finished, finished_score = final.finished, final.finished_score
   any_finished = finished_score[:, 0] > NEG_INF / 2
   alive_score = alive_logp / brevity_penalty(alpha, jnp.full((batch,), max_new_tokens))[:, None]
   best = jnp.where(any_finished[:, None], finished[:, 0], alive[:, 0])
@@ -397,42 +428,3 @@ def _continuation(vocabulary, prompt_ids: list[int], new_ids: list[int]) -> str:
   if full_text.startswith(prompt_text):
     return full_text[len(prompt_text) :]
   return vocabulary.decode(new_ids)
-
-
-def generate_from_workdir(
-  workdir: str,
-  prompts: Sequence[str],
-  *,
-  step: int | None = None,
-  max_new_tokens: int = 64,
-  temperature: float = 0.0,
-  top_k: int = 0,
-  top_p: float = 1.0,
-  num_beams: int = 1,
-  alpha: float = DEFAULT_ALPHA,
-  seed: int = 0,
-) -> list[str]:
-  """Loads a run's checkpoint (latest, or `step`) and continues `prompts`."""
-  from t5x_lite import inference  # noqa: PLC0415
-
-  loaded = inference.load(workdir, step=step)
-  return loaded.generate(
-    prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-    num_beams=num_beams, alpha=alpha, seed=seed,
-  )  # fmt: skip
-
-
-def load_params(checkpointer, model, config, step: int | None = None) -> Any:
-  """The params of a checkpoint, on the default device (inference needs no mesh)."""
-  import flax.linen as nn  # noqa: PLC0415
-
-  lengths = {k: int(v) for k, v in config.data.feature_lengths.items()}
-  converter = model.feature_converter(config.data.pack)
-  model_lengths = converter.model_feature_lengths(lengths)
-  shapes = model.input_shapes(1, model_lengths)
-  abstract = nn.unbox(jax.eval_shape(model.init, jax.random.key(0), shapes))
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.tree.map(
-    lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), abstract
-  )
-  return checkpointer.restore_params(abstract, step)

@@ -6,8 +6,12 @@
   m.embed(["a sentence"], pooling="mean")           # [n, d_model] (encoders; 'cls' for [CLS])
   m.classify(["a sentence"])                        # [{'label', 'probabilities'}] (heads)
 
-Inputs are framed as in training: encoders see [CLS] text [SEP], T5 inputs end with EOS, a GPT
-classifier reads text + EOS. Batches are padded to the run's feature length (one compile).
+The model, mesh and params come from one `RunSetup` (params restored sharded on the run's mesh
+over the available devices). Inputs take training's data path: texts are framed by the task
+preprocessors (`preprocessors.classification`) or the family (`model.frame_text`: [CLS] text
+[SEP] for encoders, text + EOS otherwise), and the model's own feature converter (unpacked)
+makes the shifted decoder inputs, segment ids and positions. Batches are padded to the run's
+feature length (one compile).
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from t5x_lite import decoding
+from t5x_lite import checkpoints, decoding
+from t5x_lite.data import pipeline, preprocessors, registry
+from t5x_lite.data.ragged import KEY, Ragged
+from t5x_lite.training.setup import RunSetup
 
 
 class InferenceError(ValueError):
@@ -28,22 +34,24 @@ class InferenceError(ValueError):
 
 
 class LoadedModel:
-  """A checkpoint's model, params (on one device) and vocabulary."""
+  """A checkpoint's model, params (sharded on the run's mesh) and vocabulary."""
 
-  def __init__(self, workdir: str, step: int | None = None, batch_size: int = 32):
-    from t5x_lite import checkpoints  # noqa: PLC0415
-    from t5x_lite.data import pipeline  # noqa: PLC0415
-    from t5x_lite.training import loop  # noqa: PLC0415
-
+  def __init__(
+    self,
+    workdir: str,
+    step: int | None = None,
+    batch_size: int = 32,
+    devices: Sequence[jax.Device] | None = None,
+  ):
     checkpointer = checkpoints.open_existing(workdir)
     self.workdir = workdir
-    self.step = checkpointer._check_step(step)
+    self.step = checkpointer.check_step(step)
     self.config = checkpointer.restore_config(self.step)
-    self.model = loop.build_model(self.config)
+    self.setup = RunSetup.create(self.config, devices)
+    self.model = self.setup.model
     self.vocabulary = pipeline.get_vocabulary(self.config, workdir)
-    self.params = decoding.load_params(checkpointer, self.model, self.config, self.step)
+    self.params = self.setup.restore_params(checkpointer, self.step)
     self.batch_size = batch_size
-    self.family = self.config.model.family
     self.head = self.config.model.head
     lengths = {k: int(v) for k, v in self.config.data.feature_lengths.items()}
     self.input_length = lengths.get("inputs", max(lengths.values()))
@@ -51,8 +59,6 @@ class LoadedModel:
     self.labels = self._labels() if self.head else None
 
   def _labels(self) -> list[str]:
-    from t5x_lite.data import pipeline, registry  # noqa: PLC0415
-
     try:
       labels = getattr(pipeline.get_task(self.config, self.config.data.task), "labels", None)
     except registry.RegistryError:
@@ -81,43 +87,54 @@ class LoadedModel:
       out.append(tokens)
     return out
 
-  def _framed(self, texts: Sequence[str]) -> list[list[int]]:
-    """Token rows as the encoder / classifier saw them in training, cut to the input length."""
-    rows = self._encode(texts)
-    v = self.vocabulary
-    if self.family == "encoder":
-      return [[v.cls_id] + t[: self.input_length - 2] + [v.sep_id] for t in rows]
-    if self.family == "encoder_decoder":
-      return [t[: self.input_length - 1] + [v.eos_id] for t in rows]
-    return [t[: self.input_length - 1] + [v.eos_id] for t in rows]
+  def _context(self, lengths: dict[str, int]) -> preprocessors.Context:
+    return preprocessors.Context(vocabulary=self.vocabulary, feature_lengths=lengths)
 
-  def _batches(self, rows: list[list[int]]):
-    for start in range(0, len(rows), self.batch_size):
-      chunk = rows[start : start + self.batch_size]
-      tokens = np.zeros((self.batch_size, self.input_length), np.int32)
-      for i, row in enumerate(chunk):
-        tokens[i, : len(row)] = row
-      yield len(chunk), tokens
-
-  def _encoder_batch(self, tokens: np.ndarray) -> dict[str, np.ndarray]:
-    prefix = "encoder" if self.family in ("encoder", "encoder_decoder") else "decoder"
-    segments = (tokens > 0).astype(np.int32)
-    positions = np.broadcast_to(np.arange(tokens.shape[1], dtype=np.int32), tokens.shape)
-    if prefix == "decoder":
-      inputs = np.concatenate([np.zeros_like(tokens[:, :1]), tokens[:, :-1]], axis=1)
-      return {
-        "decoder_input_tokens": inputs,
-        "decoder_target_tokens": tokens,
-        "decoder_loss_weights": segments.astype(np.float32),
-        "decoder_segment_ids": segments,
-        "decoder_positions": positions.copy(),
-      }
-    return {
-      f"{prefix}_input_tokens": tokens,
-      f"{prefix}_segment_ids": segments,
-      f"{prefix}_positions": positions.copy(),
-      f"{prefix}_token_type_ids": np.zeros_like(tokens),
+  def _classification_examples(self, texts: Sequence[str]) -> dict[str, Any]:
+    """Task features of texts to classify, from the fine-tuning task's own preprocessor
+    ([CLS] text [SEP] for BERT, text + EOS for GPT); the label is a placeholder."""
+    self._encode(texts)  # one clear error for an empty text
+    examples = {
+      "text": list(texts),
+      "label": [self.labels[0]] * len(texts),
+      KEY: np.zeros(len(texts), np.uint64),
     }
+    context = self._context({"inputs": self.input_length})
+    return preprocessors.classification(
+      examples, context, labels=self.labels, cls_sep=self.model.reads_cls
+    )
+
+  def _reading_examples(self, model, texts: Sequence[str]):
+    """(task features, task feature lengths) of texts a (backbone) model reads whole, framed by
+    its family: the encoder's inputs, or a decoder-only model's targets."""
+    framed = Ragged.from_rows(self._framed(self._encode(texts)))
+    keys = np.zeros(len(framed), np.uint64)
+    length = self.input_length
+    if model.encoder_decoder:
+      empty = Ragged.from_rows([[] for _ in texts])
+      return {"inputs": framed, "targets": empty, KEY: keys}, {"inputs": length, "targets": 1}
+    if model.reads_cls:
+      return {"inputs": framed, KEY: keys}, {"inputs": length}
+    return {"targets": framed, KEY: keys}, {"targets": length}
+
+  def _framed(self, rows: list[list[int]]) -> list[list[int]]:
+    """Token rows as the family framed them in training, cut to the input length."""
+    return [self.model.frame_text(t, self.vocabulary, self.input_length) for t in rows]
+
+  def _features(self, examples: dict[str, Any], lengths: dict[str, int], model=None):
+    """The model features of `examples` from the (given or loaded) model's converter, unpacked,
+    in batches of `batch_size` rows (the last padded): yields (rows used, {feature: array})."""
+    model = model or self.model
+    features = model.feature_converter(pack=False).convert(examples, lengths)
+    count = len(next(iter(features.values())))
+    for start in range(0, count, self.batch_size):
+      used = min(self.batch_size, count - start)
+      batch = {}
+      for name, value in features.items():
+        padded = np.zeros((self.batch_size,) + value.shape[1:], value.dtype)
+        padded[:used] = value[start : start + used]
+        batch[name] = padded
+      yield used, batch
 
   # --- the API -------------------------------------------------------------------------------
 
@@ -134,7 +151,7 @@ class LoadedModel:
     seed: int = 0,
   ) -> list[str]:
     """Continuations (decoder) or outputs (encoder-decoder) of `prompts`, as text."""
-    if self.family == "encoder" or self.head:
+    if not self.model.generative:
       raise InferenceError(
         f"{self.workdir} holds an {'classifier' if self.head else 'encoder (BERT-style)'} "
         "model, which does not generate text; use `t5x-lite embed` or `predict`"
@@ -153,13 +170,13 @@ class LoadedModel:
   def score(self, inputs: Sequence[str], targets: Sequence[str] | None = None) -> np.ndarray:
     """[n] log-likelihoods: of each target given its input (decoder: prompt -> completion;
     encoder-decoder: input -> target), or of each text (decoder, targets=None; EOS included)."""
-    if self.family == "encoder" or self.head:
+    if not self.model.generative:
       raise InferenceError("score needs a generative model (decoder or encoder-decoder)")
     if isinstance(inputs, str):
       inputs = [inputs]
     eos = self.vocabulary.eos_id
     if targets is None:
-      if self.family == "encoder_decoder":
+      if self.model.encoder_decoder:
         raise InferenceError("an encoder-decoder scores targets given inputs: pass targets")
       prompts, completions = [[] for _ in inputs], self._encode(inputs)
     else:
@@ -168,75 +185,46 @@ class LoadedModel:
       if len(targets) != len(inputs):
         raise InferenceError(f"{len(inputs)} inputs but {len(targets)} targets")
       prompts, completions = self._encode(inputs, "input"), self._encode(targets, "target")
+    # The text-to-text task's features (T5: inputs end with EOS; the decoder: prompt runs into
+    # the completion, loss on the completion only), through the model's converter.
     completions = [c + [eos] for c in completions]
-    scores = []
-    for start in range(0, len(inputs), self.batch_size):
-      p, c = prompts[start : start + self.batch_size], completions[start : start + self.batch_size]
-      scores.append(self._score_batch(p, c)[: len(p)])
-    return np.concatenate(scores)
-
-  def _score_batch(self, prompts, completions) -> np.ndarray:
-    n = self.batch_size
-    if self.family == "encoder_decoder":
-      inputs = np.zeros((n, self.input_length), np.int32)
-      targets = np.zeros((n, self.target_length), np.int32)
-      for i, (p, c) in enumerate(zip(prompts, completions)):
-        p = p[: self.input_length - 1] + [self.vocabulary.eos_id]
-        inputs[i, : len(p)] = p
-        targets[i, : min(len(c), self.target_length)] = c[: self.target_length]
-      batch = {"encoder_input_tokens": inputs}
-      weights = (targets > 0).astype(np.float32)
+    if self.model.encoder_decoder:
+      prompts = [p[: self.input_length - 1] + [eos] for p in prompts]
+      lengths = {"inputs": self.input_length, "targets": self.target_length}
     else:
       length = self.config.model.max_length if self.config.model.position == "learned" else 0
       length = length or max(len(p) + len(c) for p, c in zip(prompts, completions))
-      targets = np.zeros((n, length), np.int32)
-      weights = np.zeros((n, length), np.float32)
-      for i, (p, c) in enumerate(zip(prompts, completions)):
-        row = (p + c)[:length]
-        targets[i, : len(row)] = row
-        weights[i, len(p) : len(row)] = 1.0
-      batch = {}
-    shifted = np.concatenate([np.zeros_like(targets[:, :1]), targets[:, :-1]], axis=1)
-    batch = batch if self.family == "encoder_decoder" else {}
-    batch.update(
-      decoder_target_tokens=targets, decoder_input_tokens=shifted, decoder_loss_weights=weights
-    )
-    return np.asarray(_jit(self.model, "score")(self.params, batch))
+      lengths = {"inputs": 0, "targets": length}  # the converter packs inputs + targets
+    examples = {
+      "inputs": Ragged.from_rows(prompts),
+      "targets": Ragged.from_rows(completions),
+      KEY: np.zeros(len(prompts), np.uint64),
+    }
+    scores = []
+    for used, batch in self._features(examples, lengths):
+      scores.append(np.asarray(_jit(self.model, "score")(self.params, batch))[:used])
+    return np.concatenate(scores)
 
   def embed(self, texts: Sequence[str], pooling: str = "mean") -> np.ndarray:
     """[n, d_model] float32 sentence embeddings: the mean of the last hidden states over the
     text's tokens ('mean'), or the [CLS] state ('cls', encoders)."""
     if pooling not in ("mean", "cls"):
       raise InferenceError(f"pooling={pooling!r}: expected 'mean' or 'cls'")
-    if pooling == "cls" and self.family != "encoder":
+    if pooling == "cls" and not self.model.reads_cls:
       raise InferenceError("pooling='cls' needs an encoder (BERT-style) model")
-    rows = self._framed(texts)
+    reader = getattr(self.model, "backbone", self.model)  # a classifier's backbone reads
+    examples, lengths = self._reading_examples(reader, texts)
     out = []
-    for count, tokens in self._batches(rows):
-      hidden = np.asarray(_jit(self, "_hidden")(self.params, self._encoder_batch(tokens)))
+    for used, batch in self._features(examples, lengths, reader):
+      hidden = np.asarray(_jit(self.model, "hidden_states")(self.params, batch))
+      tokens = batch.get("encoder_input_tokens", batch.get("decoder_target_tokens"))
       mask = (tokens > 0).astype(np.float32)[..., None]
       if pooling == "cls":
         pooled = hidden[:, 0]
       else:
         pooled = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1.0)
-      out.append(pooled[:count])
+      out.append(pooled[:used])
     return np.concatenate(out).astype(np.float32)
-
-  def _hidden(self, params, batch) -> jax.Array:
-    """Last hidden states [batch, length, d_model] of the encoder (or the decoder stack)."""
-    model = getattr(self.model, "backbone", self.model)
-    if self.family == "encoder_decoder":
-      return model.encode(params, batch)
-    params = {k: v for k, v in params.items() if k != "classification_head"}
-    stack = ("encoder",) if self.family == "encoder" else ("decoder",)
-    _, state = model.module.apply(
-      {"params": params},
-      **model.module_inputs(batch),
-      deterministic=True,
-      capture_intermediates=lambda m, name: name == "__call__" and tuple(m.path) == stack,
-      mutable=["intermediates"],
-    )
-    return state["intermediates"][stack[0]]["__call__"][0].astype(jnp.float32)
 
   def classify(self, texts: Sequence[str]) -> list[dict[str, Any]]:
     """[{'label': name, 'probabilities': {name: p}}] per text (sequence classifiers)."""
@@ -245,15 +233,13 @@ class LoadedModel:
         f"{self.workdir} has no classification head (model.head={self.head!r}); fine-tune "
         "with model.head='classification' first"
       )
-    rows = self._framed(texts)
+    examples = self._classification_examples(texts)
     results = []
-    for count, tokens in self._batches(rows):
-      batch = self._encoder_batch(tokens)
+    for used, batch in self._features(examples, {"inputs": self.input_length}):
       log_probs = np.asarray(_jit(self.model, "classify")(self.params, batch))
-      lengths = (tokens > 0).sum(1)
-      # [CLS] (encoder) or the last token (decoder) is the classified position.
-      index = np.zeros_like(lengths) if self.family == "encoder" else lengths - 1
-      probs = np.exp(log_probs[np.arange(len(tokens)), index])[:count]
+      # The classified position of each row: where the converter put its label's weight.
+      index = np.argmax(batch["classification_loss_weights"], axis=1)
+      probs = np.exp(log_probs[np.arange(len(index)), index])[:used]
       for p in probs:
         results.append(
           {
@@ -269,6 +255,12 @@ def _jit(owner, method: str):
   return jax.jit(getattr(owner, method))
 
 
-def load(workdir: str, step: int | None = None, batch_size: int = 32) -> LoadedModel:
-  """The model of a run's checkpoint (latest, or `step`), ready for inference."""
-  return LoadedModel(workdir, step=step, batch_size=batch_size)
+def load(
+  workdir: str,
+  step: int | None = None,
+  batch_size: int = 32,
+  devices: Sequence[jax.Device] | None = None,
+) -> LoadedModel:
+  """The model of a run's checkpoint (latest, or `step`), ready for inference, on the run's
+  mesh over `devices` (default: all)."""
+  return LoadedModel(workdir, step=step, batch_size=batch_size, devices=devices)

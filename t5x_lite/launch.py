@@ -22,6 +22,8 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
+from t5x_lite.config import ConfigError, get_config, parse_overrides
+
 # The checkout that `git archive` packs when no --repo-url is given.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REMOTE_DIR = "~/t5x_lite"  # the source tree on each worker; training runs from here
@@ -371,15 +373,11 @@ def _steps_for(args: argparse.Namespace, overrides: list[tuple[str, str]]):
 
 def _validate_config(spec: str, overrides: list[tuple[str, str]]) -> None:
   """Loads and validates the config here, so a typo fails before a TPU is paid for."""
-  from t5x_lite.config import get_config
-
   get_config(spec, overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   """`t5x-lite launch ACTION ...`; returns the exit code (0, or that of the failed command)."""
-  from t5x_lite.config import ConfigError, parse_overrides
-
   args, rest = _parser().parse_known_args(argv)
   try:
     overrides = parse_overrides(rest)

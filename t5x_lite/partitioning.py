@@ -1,7 +1,8 @@
 """Device mesh and shardings: logical axis names -> mesh axes (`data`, `fsdp`, `tensor`).
 
-Model code names logical axes only (`batch, length, embed, mlp, heads, kv, vocab, layers`);
-`config.mesh.rules` maps them onto the mesh. Parameters are created already sharded: the
+Model code names logical axes only, with the constants below (`BATCH, LENGTH, EMBED, MLP, HEADS,
+KV, VOCAB, LAYERS`, as MaxText's `common_types.py`), so a typo is a NameError instead of a
+silently replicated tensor; `config.mesh.rules` (default `DEFAULT_RULES`) maps them onto the mesh. Parameters are created already sharded: the
 abstract (eval_shape) params give logical specs, the rules turn them into NamedShardings, and
 `jit(init, out_shardings=...)` materializes each shard on its own device.
 """
@@ -9,10 +10,7 @@ abstract (eval_shape) params give logical specs, the rules turn them into NamedS
 from __future__ import annotations
 
 import contextlib
-import glob
-import logging
-import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -22,61 +20,139 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from t5x_lite.config import MESH_PRESETS, ConfigError, resolve_mesh_shape
+from t5x_lite.errors import ConfigError
 
 MESH_AXES = ("data", "fsdp", "tensor")
 Rules = Sequence[tuple[str, Any]]
 
-# Named layouts for config.mesh.preset (see t5x_lite/config.py).
-PRESETS = MESH_PRESETS
+# Logical axis names: the only names model code gives to parameter and activation dimensions.
+BATCH = "batch"
+LENGTH = "length"
+EMBED = "embed"
+MLP = "mlp"
+HEADS = "heads"
+KV = "kv"
+VOCAB = "vocab"
+LAYERS = "layers"
+LOGICAL_AXES = (BATCH, LENGTH, EMBED, MLP, HEADS, KV, VOCAB, LAYERS)
+
+# Logical axis name -> mesh axes (DESIGN.md "Sharding"). Data, so a config can change it
+# (`config.mesh.rules`).
+DEFAULT_RULES = (
+  (BATCH, ("data", "fsdp")),
+  (EMBED, "fsdp"),
+  (MLP, "tensor"),
+  (HEADS, "tensor"),
+  (VOCAB, "tensor"),
+  (KV, None),
+  (LENGTH, None),
+  (LAYERS, None),
+)
+
+# Named mesh layouts (`config.mesh.preset`): pure data parallel; params and optimizer state
+# sharded over all devices (FSDP); FSDP plus Megatron-style tensor parallelism for heads and MLP
+# (tensor = config.mesh.tensor when > 1, else 2).
+PRESETS = {
+  "data": {"data": -1, "fsdp": 1, "tensor": 1},
+  "fsdp": {"data": 1, "fsdp": -1, "tensor": 1},
+  "fsdp+tensor": {"data": 1, "fsdp": -1, "tensor": 2},
+}
 
 
-def _on_cloud_tpu_vm() -> bool:
-  """A Cloud TPU VM (its chips show up as /dev/accel* or /dev/vfio/N, or the runtime says so).
-
-  There `jax.distributed.initialize()` needs no arguments, and is harmless on one host.
-  """
-  if os.environ.get("T5X_LITE_DISTRIBUTED", "").lower() in ("0", "false", "off"):
-    return False
-  if any(name in os.environ for name in ("TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")):
-    return True
-  return bool(glob.glob("/dev/accel[0-9]*") or glob.glob("/dev/vfio/[0-9]*"))
+# ---------------------------------------------------------------------------------------------
+# Mesh shape: checked before anything compiles.
 
 
-def maybe_initialize_distributed(
-  coordinator_address: str | None = None,
-  num_processes: int | None = None,
-  process_id: int | None = None,
-) -> None:
-  """Starts jax.distributed when this is one of several processes.
+def _require(condition: bool, message: str) -> None:
+  if not condition:
+    raise ConfigError(message)
 
-  On Cloud TPU VMs `jax.distributed.initialize()` finds its peers by itself (set
-  T5X_LITE_DISTRIBUTED=0 to skip it); on GPU clusters and in tests the coordinator and process
-  numbers come from arguments or the environment (`T5X_LITE_COORDINATOR`,
-  `T5X_LITE_NUM_PROCESSES`, `T5X_LITE_PROCESS_ID`).
-  """
-  coordinator_address = coordinator_address or os.environ.get("T5X_LITE_COORDINATOR")
-  if num_processes is None and "T5X_LITE_NUM_PROCESSES" in os.environ:
-    num_processes = int(os.environ["T5X_LITE_NUM_PROCESSES"])
-  if process_id is None and "T5X_LITE_PROCESS_ID" in os.environ:
-    process_id = int(os.environ["T5X_LITE_PROCESS_ID"])
-  if coordinator_address is None and not _on_cloud_tpu_vm():
-    return
-  if jax.distributed.is_initialized():
-    return
-  if coordinator_address is not None:
-    # CPU processes (tests, CPU clusters) need gloo for cross-process collectives; the setting
-    # only affects the CPU backend. Querying the backend here would initialize it too early.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(
-    coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+
+def mesh_sizes(config: ml_collections.ConfigDict) -> dict[str, int]:
+  """The configured axis sizes (-1 = fill), after applying `config.mesh.preset`."""
+  sizes = {axis: int(config.mesh[axis]) for axis in ("data", "fsdp", "tensor")}
+  preset = config.mesh.get("preset", "")
+  if preset:
+    if preset not in PRESETS:
+      raise ConfigError(
+        f"config.mesh.preset={preset!r}: expected one of {', '.join(map(repr, PRESETS))} or ''"
+      )
+    sizes = dict(PRESETS[preset])
+    if preset == "fsdp+tensor" and int(config.mesh.tensor) > 1:
+      sizes["tensor"] = int(config.mesh.tensor)
+  return sizes
+
+
+def resolve_mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]:
+  """Mesh axis sizes with -1 filled in; ConfigError if they do not multiply to num_devices."""
+  sizes = mesh_sizes(config)
+  known = 1
+  for size in sizes.values():
+    if size != -1:
+      known *= size
+  fill = [axis for axis, size in sizes.items() if size == -1]
+  if fill:
+    _require(
+      num_devices % known == 0,
+      f"config.mesh={sizes}: the fixed axes ({known} devices) do not divide the {num_devices} devices",
+    )
+    sizes[fill[0]] = num_devices // known
+  product = sizes["data"] * sizes["fsdp"] * sizes["tensor"]
+  _require(
+    product == num_devices,
+    f"config.mesh={sizes}: data x fsdp x tensor = {product}, but there are {num_devices} devices",
   )
-  logging.info(
-    "jax.distributed: process %d of %d, %d global devices",
-    jax.process_index(),
-    jax.process_count(),
-    jax.device_count(),
+  return sizes
+
+
+def check_divisible_by_mesh(config: ml_collections.ConfigDict, sizes: Mapping[str, int]) -> None:
+  """Every dimension a rule shards must split evenly over its mesh axes (else jax fails deep
+  inside jit with an IndivisibleError)."""
+  m = config.model
+  dims = {
+    "embed": ("model.d_model", m.d_model),
+    "mlp": ("model.d_ff", m.d_ff),
+    "heads": ("model.num_heads", m.num_heads),
+    "vocab": ("model.vocab_size", m.vocab_size),
+    "kv": ("model.head_dim", m.head_dim or m.d_model // m.num_heads),
+  }
+  for name, axes in config.mesh.rules:
+    if name not in dims or axes is None:
+      continue
+    axes = axes if isinstance(axes, (tuple, list)) else (axes,)
+    ways = 1
+    for axis in axes:
+      ways *= sizes.get(axis, 1)
+    field, value = dims[name]
+    _require(
+      value % ways == 0,
+      f"config.{field}={value} does not split over the {ways} devices of mesh axes "
+      f"{'x'.join(axes)} that the rule {name!r} -> {tuple(axes)} shards it on "
+      f"(pad it to a multiple of {ways}, e.g. {-(-value // ways) * ways}, or change config.mesh)",
+    )
+
+
+def check_mesh(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
+  """`config.mesh` is well formed and, given the device count, fits it and the model sizes."""
+  for axis in MESH_AXES:
+    size = config.mesh[axis]
+    _require(
+      isinstance(size, int) and (size == -1 or size >= 1),
+      f"config.mesh.{axis}={size!r}: expected a positive int or -1 (fill)",
+    )
+  sizes = mesh_sizes(config)
+  _require(
+    sum(1 for s in sizes.values() if s == -1) <= 1,
+    f"config.mesh={sizes}: at most one axis may be -1",
   )
+  m = config.model
+  if m.head_dim == 0 and sizes["tensor"] > 1:
+    _require(
+      m.num_heads % sizes["tensor"] == 0,
+      f"config.mesh.tensor={sizes['tensor']} does not divide model.num_heads={m.num_heads}",
+    )
+  if num_devices is not None:
+    check_divisible_by_mesh(config, resolve_mesh_shape(config, num_devices))
 
 
 def make_mesh(

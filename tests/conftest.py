@@ -18,18 +18,35 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 
 
 import shutil  # noqa: E402
+from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
+
+
+def build_config(spec: str = "gpt.py:tiny", **overrides: Any):
+  """`spec` with `--config.KEY=VALUE` overrides, parsed and validated as on the command line:
+  build_config("bert.py:tiny", **{"train.steps": 5, "data.feature_lengths": {"inputs": 32}})."""
+  from t5x_lite import config as config_lib
+
+  pairs = [
+    (key, value if isinstance(value, str) else str(value)) for key, value in overrides.items()
+  ]
+  return config_lib.get_config(spec, pairs)
+
+
+@pytest.fixture(scope="session")
+def make_config():
+  """The one config factory of the tests: make_config(spec="gpt.py:tiny", **overrides)."""
+  return build_config
 
 
 @pytest.fixture(scope="session")
 def pydoc_vocab_dir(tmp_path_factory):
   """A workdir whose `vocab/` holds the default SentencePiece model, trained once per session."""
-  from t5x_lite import config as config_lib
   from t5x_lite.data import pipeline
 
   workdir = tmp_path_factory.mktemp("vocab_cache")
-  config = config_lib.get_config("gpt.py:tiny")
+  config = build_config("gpt.py:tiny")
   pipeline.get_vocabulary(config, str(workdir))
   return workdir
 

@@ -24,10 +24,10 @@ def bench():
 
 def test_synthetic_batch_is_packed_two_documents(bench):
   from t5x_lite import config as config_lib
-  from t5x_lite.training import loop
+  from t5x_lite.models import build_model
 
   config = config_lib.get_config(CONFIG)
-  model = loop.build_model(config)
+  model = build_model(config.model)
   batch = bench.synthetic_batch(model, 3, {"targets": 10}, vocab=50)
   assert sorted(batch) == sorted(model.features)
   assert batch["decoder_target_tokens"].shape == (3, 10)
@@ -43,9 +43,10 @@ def test_synthetic_batch_is_packed_two_documents(bench):
   assert bench.parse_lengths("64", config) == {"targets": 64}
 
 
+@pytest.mark.slow
 def test_step_benchmark_on_tiny_gpt(bench, tmp_path):
   from t5x_lite import config as config_lib
-  from t5x_lite import metrics
+  from t5x_lite.models import build_model
 
   out = tmp_path / "step.json"
   argv = ["step", "--config", CONFIG, "--batch", "2", "--length", "32", "--steps", "2"]
@@ -59,7 +60,7 @@ def test_step_benchmark_on_tiny_gpt(bench, tmp_path):
   assert result["step_s_min"] <= result["step_s"] <= result["step_s_max"]
   assert math.isclose(result["tokens_per_s"], 64 / result["step_s"], rel_tol=1e-9)
   config = config_lib.get_config(CONFIG, [("model.num_layers", "1")])
-  expected_flops = metrics.model_flops_per_token(config_lib.model_config(config), {"targets": 32})
+  expected_flops = build_model(config_lib.model_config(config)).flops_per_token({"targets": 32})
   assert result["flops_per_token"] == expected_flops
   assert math.isclose(result["model_tflops"] * 1e12, expected_flops * result["tokens_per_s"])
   assert math.isclose(result["mfu"], result["model_tflops"] / result["peak_tflops"])

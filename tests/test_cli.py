@@ -53,6 +53,7 @@ def test_unwritable_workdir(capsys, tmp_path):
   assert code == 2 and "is not writable" in output and str(blocker / "run") in output
 
 
+@pytest.mark.slow
 def test_empty_corpus_file_names_the_file(capsys, tmp_path, shared_vocab_workdir):
   empty = tmp_path / "empty.txt"
   empty.write_text("")
@@ -85,6 +86,7 @@ def test_missing_checkpoint(capsys, tmp_path):
   assert code == 2 and f"no complete checkpoint in {tmp_path}" in output
 
 
+@pytest.mark.slow
 def test_train_then_generate_in_a_subprocess(tmp_path, shared_vocab_workdir):
   """The installed console script, as a user runs it: train 5 steps, then generate."""
   workdir = shared_vocab_workdir(str(tmp_path / "run"))

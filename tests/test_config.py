@@ -3,9 +3,11 @@
 import glob
 import os
 
+import jax
 import pytest
 
 from t5x_lite import config as config_lib
+from t5x_lite import partitioning
 from t5x_lite.config import ConfigError
 from t5x_lite.configs import CONFIG_DIR
 
@@ -76,23 +78,23 @@ def test_missing_file_and_broken_variant():
 
 def test_mesh_resolution():
   config = get(**{"mesh.fsdp": "2", "mesh.tensor": "2"})
-  assert config_lib.resolve_mesh_shape(config, 8) == {"data": 2, "fsdp": 2, "tensor": 2}
+  assert partitioning.resolve_mesh_shape(config, 8) == {"data": 2, "fsdp": 2, "tensor": 2}
   with pytest.raises(ConfigError, match="do not divide the 6 devices"):
-    config_lib.resolve_mesh_shape(get(**{"mesh.fsdp": "4"}), 6)
+    partitioning.resolve_mesh_shape(get(**{"mesh.fsdp": "4"}), 6)
 
 
 def test_mesh_presets():
-  assert config_lib.resolve_mesh_shape(get(**{"mesh.preset": "data"}), 8) == {
+  assert partitioning.resolve_mesh_shape(get(**{"mesh.preset": "data"}), 8) == {
     "data": 8,
     "fsdp": 1,
     "tensor": 1,
   }
-  assert config_lib.resolve_mesh_shape(get(**{"mesh.preset": "fsdp"}), 8) == {
+  assert partitioning.resolve_mesh_shape(get(**{"mesh.preset": "fsdp"}), 8) == {
     "data": 1,
     "fsdp": 8,
     "tensor": 1,
   }
-  assert config_lib.resolve_mesh_shape(get(**{"mesh.preset": "fsdp+tensor"}), 8) == {
+  assert partitioning.resolve_mesh_shape(get(**{"mesh.preset": "fsdp+tensor"}), 8) == {
     "data": 1,
     "fsdp": 4,
     "tensor": 2,
@@ -114,11 +116,10 @@ def test_json_round_trip_keeps_types():
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(CONFIG_DIR, "[!_]*.py"))))
 def test_every_shipped_config_variant_parses(path):
   """Every variant named in a config file's docstring loads, validates and builds its model
-  (abstractly: jax.eval_shape, nothing allocated or compiled)."""
+  (abstractly: jax.eval_shape, nothing allocated or compiled), and every parameter axis name it
+  uses (with and without a fine-tuning head) is in the logical axis rules."""
   import importlib.util
   import re
-
-  import jax
 
   from t5x_lite.models import build_model
 
@@ -135,6 +136,26 @@ def test_every_shipped_config_variant_parses(path):
     shapes = model.input_shapes(2, model.feature_converter(True).model_feature_lengths(lengths))
     params = jax.eval_shape(model.init, jax.random.key(0), shapes)
     assert jax.tree_util.tree_leaves(params), f"{path}:{variant} built no parameters"
+    # Every logical axis a parameter names has a rule (a typo would silently replicate it).
+    names = _logical_axis_names(params)
+    ruled = {name for name, _ in config.mesh.rules}
+    assert names and names <= ruled <= set(partitioning.LOGICAL_AXES), (variant, names - ruled)
+    if model.generative and not model.encoder_decoder or model.reads_cls:  # a fine-tuning head
+      with config.unlocked():
+        config.model.update(head="classification", num_labels=3)
+      head = build_model(config.model)
+      params = jax.eval_shape(head.init, jax.random.key(0), head.input_shapes(2, lengths))
+      assert _logical_axis_names(params) <= ruled, variant
+
+
+def _logical_axis_names(params) -> set[str]:
+  """The logical axis names of every (boxed) parameter leaf."""
+  import flax.linen as nn
+  from jax.sharding import PartitionSpec
+
+  specs = nn.get_partition_spec(params)
+  leaves = jax.tree_util.tree_leaves(specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
+  return {name for spec in leaves for name in spec if name is not None}
 
 
 def test_sharded_dimensions_must_divide_their_mesh_axes():

@@ -14,9 +14,12 @@ import jax
 import numpy as np
 import pytest
 
-from t5x_lite import checkpoints, cli, decoding
-from t5x_lite import config as config_lib
+from t5x_lite import checkpoints, cli
+from t5x_lite.data import sharded_stream
 from t5x_lite.training import loop
+from t5x_lite.training.setup import RunSetup
+
+pytestmark = pytest.mark.slow  # training runs, restarts, a second process
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "gpt.py:tiny"
@@ -33,10 +36,6 @@ COMMON = {
 }
 
 
-def make_config(**overrides):
-  return config_lib.get_config(TINY, list({**COMMON, **overrides}.items()))
-
-
 def losses(workdir):
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   by_step = {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}  # last write wins
@@ -46,20 +45,26 @@ def losses(workdir):
 def final_params(workdir):
   checkpointer = checkpoints.open_existing(workdir)
   config = checkpointer.restore_config()
-  model = loop.build_model(config)
-  return jax.device_get(decoding.load_params(checkpointer, model, config))
+  return jax.device_get(RunSetup.create(config).restore_params(checkpointer))
 
 
 def assert_params_equal(a, b):
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
-def test_restore_onto_another_topology(tmp_path, shared_vocab_workdir):
+def test_restore_onto_another_topology(make_config, tmp_path, shared_vocab_workdir):
   """fsdp=8 checkpoint at step 2 -> 4 devices (data=2, fsdp=2) and 1 device: same step-3 loss."""
   eight = shared_vocab_workdir(str(tmp_path / "eight"))
   loop.train_and_evaluate(
     make_config(
-      **{"train.steps": "3", "train.checkpoint_every": "2", "mesh.data": "1", "mesh.fsdp": "8"}
+      TINY,
+      **{
+        **COMMON,
+        "train.steps": "3",
+        "train.checkpoint_every": "2",
+        "mesh.data": "1",
+        "mesh.fsdp": "8",
+      },
     ),
     eight,
   )
@@ -72,21 +77,23 @@ def test_restore_onto_another_topology(tmp_path, shared_vocab_workdir):
     shutil.copytree(eight, workdir)
     shutil.rmtree(os.path.join(workdir, "checkpoints", "3"))
     os.remove(os.path.join(workdir, "metrics.jsonl"))
-    result = loop.train_and_evaluate(make_config(**{"train.steps": "3", **mesh}), workdir, devices)
+    result = loop.train_and_evaluate(
+      make_config(TINY, **{**COMMON, "train.steps": "3", **mesh}), workdir, devices
+    )
     assert result["step"] == 3
     assert losses(workdir) == [pytest.approx(reference, rel=1e-5)], name
 
 
 def test_sigterm_saves_exits_0_and_resumes_exactly(
-  tmp_path, shared_vocab_workdir, monkeypatch, capsys
+  make_config, tmp_path, shared_vocab_workdir, monkeypatch, capsys
 ):
   straight = shared_vocab_workdir(str(tmp_path / "straight"))
   loop.train_and_evaluate(
-    make_config(**{"train.steps": "20", "train.checkpoint_every": "100"}), straight
+    make_config(TINY, **{**COMMON, "train.steps": "20", "train.checkpoint_every": "100"}), straight
   )
 
   preempted = shared_vocab_workdir(str(tmp_path / "preempted"))
-  original_next = loop.DataStream.__next__
+  original_next = sharded_stream.HostBatchStream.__next__
   calls = {"n": 0}
 
   def next_and_preempt(self):
@@ -96,7 +103,7 @@ def test_sigterm_saves_exits_0_and_resumes_exactly(
         os.kill(os.getpid(), signal.SIGTERM)  # arrives while step 7 runs
     return original_next(self)
 
-  monkeypatch.setattr(loop.DataStream, "__next__", next_and_preempt)
+  monkeypatch.setattr(sharded_stream.HostBatchStream, "__next__", next_and_preempt)
   args = [
     "train",
     "--config",
@@ -109,16 +116,16 @@ def test_sigterm_saves_exits_0_and_resumes_exactly(
   assert cli.main(args) == 0
   assert "preempted at step 7" in capsys.readouterr().out
   assert checkpoints.open_existing(preempted).all_steps() == [7]
-  monkeypatch.setattr(loop.DataStream, "__next__", original_next)
+  monkeypatch.setattr(sharded_stream.HostBatchStream, "__next__", original_next)
   assert cli.main(args) == 0  # the same command resumes
   assert losses(preempted) == losses(straight)
   assert_params_equal(final_params(preempted), final_params(straight))
 
 
 def test_nonfinite_skip_goes_on_and_stop_keeps_last_checkpoint(
-  tmp_path, shared_vocab_workdir, monkeypatch
+  make_config, tmp_path, shared_vocab_workdir, monkeypatch
 ):
-  original_next = loop.DataStream.__next__
+  original_next = sharded_stream.HostBatchStream.__next__
   counter = {"n": 0}
 
   def poisoned_next(self):
@@ -129,10 +136,10 @@ def test_nonfinite_skip_goes_on_and_stop_keeps_last_checkpoint(
         batch["decoder_loss_weights"] = batch["decoder_loss_weights"] * np.nan
     return batch
 
-  monkeypatch.setattr(loop.DataStream, "__next__", poisoned_next)
+  monkeypatch.setattr(sharded_stream.HostBatchStream, "__next__", poisoned_next)
   skip = shared_vocab_workdir(str(tmp_path / "skip"))
   result = loop.train_and_evaluate(
-    make_config(**{"train.steps": "7", "train.checkpoint_every": "4"}), skip
+    make_config(TINY, **{**COMMON, "train.steps": "7", "train.checkpoint_every": "4"}), skip
   )
   assert result["step"] == 7
   rows = [json.loads(line) for line in open(os.path.join(skip, "metrics.jsonl"))]
@@ -145,7 +152,10 @@ def test_nonfinite_skip_goes_on_and_stop_keeps_last_checkpoint(
     loop.TrainingError, match="non-finite loss or gradient at step 5.*last checkpoint is step 4"
   ):
     loop.train_and_evaluate(
-      make_config(**{"train.steps": "7", "train.checkpoint_every": "4", "train.nonfinite": "stop"}),
+      make_config(
+        TINY,
+        **{**COMMON, "train.steps": "7", "train.checkpoint_every": "4", "train.nonfinite": "stop"},
+      ),
       stop,
     )
   assert checkpoints.open_existing(stop).all_steps() == [4]
@@ -223,6 +233,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.multiprocess
 def test_two_processes_equal_one_process(tmp_path, shared_vocab_workdir):
   """2 processes x 2 CPU devices (gloo) == 1 process x 4 devices reading the same 2 data shards."""
   single = shared_vocab_workdir(str(tmp_path / "single"))

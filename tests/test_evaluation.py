@@ -10,14 +10,18 @@ import jax
 import numpy as np
 import pytest
 
-from t5x_lite import cli, evaluation
+from t5x_lite import cli
 from t5x_lite import config as config_lib
 from t5x_lite.data import preprocessors, vocabularies
 from t5x_lite.data.preprocessors import Context
 from t5x_lite.data.ragged import KEY
 from t5x_lite.data.tasks import finetune
+from t5x_lite.evaluation import evaluator
+from t5x_lite.evaluation.checkpoint import evaluate_checkpoint
 from t5x_lite.models import build_model
 from t5x_lite.training import loop
+
+pytestmark = pytest.mark.slow  # trains a tiny T5 in a module fixture
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASK = "test_t2t_copy"
@@ -61,8 +65,8 @@ def t5_run(tmp_path_factory, shared_vocab_workdir):
 
 def test_eval_of_text_to_text_reports_task_metrics(t5_run):
   workdir, result = t5_run
-  first = evaluation.evaluate_checkpoint(workdir, write=False)
-  assert first == evaluation.evaluate_checkpoint(workdir, write=False)
+  first = evaluate_checkpoint(workdir, write=False)
+  assert first == evaluate_checkpoint(workdir, write=False)
   assert first["loss"] == pytest.approx(result["eval"]["loss"], rel=1e-6)
   assert first["task"] == TASK and first["step"] == 2
   assert first["num_examples"] == 16  # 2 batches of 8 unpacked examples
@@ -124,7 +128,7 @@ def test_decoder_prompt_completion_pairs():
   targets[1, :4] = [11, 12, 13, 1]
   weights[1, 2:4] = 1
   batch = {"decoder_target_tokens": targets, "decoder_loss_weights": weights}
-  truth, predicted = evaluation._generation_pairs(model, params, batch, Vocab(), max_new_tokens=4)
+  truth, predicted = evaluator._generation_pairs(model, params, batch, Vocab(), max_new_tokens=4)
   assert truth == ["8 9 10", "13"]
   assert len(predicted) == 2
   from t5x_lite import decoding
@@ -175,3 +179,26 @@ def test_eval_cli_prints_json_and_rejects_unknown_task(t5_run, capsys):
   assert printed["num_examples"] == 8 and "task/rouge_l" in printed and printed["step"] == 2
   assert cli.main(["eval", "--workdir", workdir, "--task", "no_such_task"]) == 2
   assert "no Task or Mixture named 'no_such_task'" in capsys.readouterr().err
+
+
+def test_score_reads_text_exactly_as_training_does(t5_run):
+  """A validation example through training's path (task preprocessors -> converter ->
+  model.score) and through t5x_lite.load(...).score(input, target): the same log-likelihood."""
+  import t5x_lite
+  from t5x_lite.data import pipeline
+
+  workdir, _ = t5_run
+  loaded = t5x_lite.load(workdir)
+  task = pipeline.get_task(loaded.config, TASK)
+  lengths = dict(loaded.config.data.feature_lengths)
+  converter = loaded.model.feature_converter(pack=False)
+  stream = pipeline.TaskStream(task, "validation", loaded.vocabulary, converter, lengths, seed=0)
+  history = stream.examples(0, stages=True)
+  records = [json.loads(t) for t in history[0][1]["text"][:4]]
+  batch = converter.convert(history[-1][1], lengths)
+  training = np.asarray(jax.jit(loaded.model.score)(loaded.params, batch))[:4]
+  inference = loaded.score(
+    ["summarize: " + r["source"] for r in records], [r["summary"] for r in records]
+  )
+  np.testing.assert_allclose(inference, training, rtol=1e-5)
+  assert (training < 0).all()

@@ -15,14 +15,17 @@ import optax
 import pytest
 
 import t5x_lite
-from t5x_lite import cli, evaluation
+from t5x_lite import cli
 from t5x_lite import config as config_lib
-from t5x_lite.data import DataError, preprocessors, sources, task_metrics, vocabularies
+from t5x_lite.data import DataError, pipeline, preprocessors, sources, task_metrics, vocabularies
 from t5x_lite.data.preprocessors import Context
 from t5x_lite.data.ragged import KEY
 from t5x_lite.data.tasks import finetune
+from t5x_lite.evaluation.checkpoint import evaluate_checkpoint
 from t5x_lite.models import build_model
 from t5x_lite.training import init_from, loop, optimizers
+
+pytestmark = pytest.mark.slow  # pre-trains and fine-tunes a BERT (module fixture, minutes)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASK = "test_synthetic_contains_a"
@@ -35,19 +38,16 @@ FILLER = (
 ).split()
 
 
-def bert_config(workdir_with_vocab, **overrides):
-  base = {
-    "train.sample_prompt": "",
-    "train.eval_every": "0",
-    "train.log_every": "50",
-    "train.batch_size": "16",
-    "data.feature_lengths": "{'inputs': 32}",
-    "model.max_length": "32",
-    "data.vocab_path": vocabularies.pretrained_vocab_path(workdir_with_vocab),
-    "mesh.data": "-1",
-  }
-  base.update(overrides)
-  return config_lib.get_config("bert.py:tiny", list(base.items()))
+# The tiny BERT of these tests (make_config overrides; plus the pre-trained vocabulary).
+BERT = {
+  "train.sample_prompt": "",
+  "train.eval_every": "0",
+  "train.log_every": "50",
+  "train.batch_size": "16",
+  "data.feature_lengths": "{'inputs': 32}",
+  "model.max_length": "32",
+  "mesh.data": "-1",
+}
 
 
 def _sentences(n, seed):
@@ -89,12 +89,13 @@ class _Records(logging.Handler):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, shared_vocab_workdir, data_files):
+def runs(tmp_path_factory, shared_vocab_workdir, data_files, make_config):
   """200 pre-training steps on pydoc_mlm, then STEPS fine-tuning steps from it and from scratch."""
   root = tmp_path_factory.mktemp("finetune")
   pre = shared_vocab_workdir(str(root / "pretrained"))
   pretraining = {"train.steps": "200", "train.checkpoint_every": "200", "train.batch_size": "8"}
-  config = bert_config(pre, **pretraining)
+  vocab = {"data.vocab_path": vocabularies.pretrained_vocab_path(pre)}
+  config = make_config("bert.py:tiny", **{**BERT, **vocab, **pretraining})
   pretrain = loop.train_and_evaluate(config, pre)
   finetune_overrides = {
     "data.task": TASK,
@@ -110,7 +111,9 @@ def runs(tmp_path_factory, shared_vocab_workdir, data_files):
   results = {"pretrain": pretrain, "pre_workdir": pre}
   for name, source in (("finetuned", pre), ("scratch", "")):
     workdir = str(root / name)
-    config = bert_config(pre, **finetune_overrides, **{"train.init_from": source})
+    config = make_config(
+      "bert.py:tiny", **{**BERT, **vocab, **finetune_overrides, "train.init_from": source}
+    )
     handler = _Records()
     logging.getLogger().addHandler(handler)
     previous = logging.getLogger().level
@@ -155,8 +158,8 @@ def test_init_from_loads_backbone_and_logs_the_new_head(runs):
 
 def test_eval_is_deterministic_and_equals_the_loop(runs):
   workdir = runs["finetuned"]["workdir"]
-  first = evaluation.evaluate_checkpoint(workdir)
-  second = evaluation.evaluate_checkpoint(workdir, write=False)
+  first = evaluate_checkpoint(workdir)
+  second = evaluate_checkpoint(workdir, write=False)
   assert first == second
   loop_eval = runs["finetuned"]["eval"]
   for name in ("loss", "accuracy", "perplexity"):
@@ -331,3 +334,35 @@ def test_metric_functions_known_values():
   # LCS("the cat sat", "the cat on the mat sat") = 3: P = 3/6, R = 3/3 -> F = 2/3
   score = task_metrics.rouge_l(["the cat sat"], ["The cat on the mat sat"])["rouge_l"]
   assert score == pytest.approx(100 * 2 / 3)
+
+
+def _eval_path(workdir, split="validation", rows=6):
+  """(texts, unpacked model features, loaded model) of `rows` validation examples, through
+  training's own path: the task's source and preprocessors, then the model's converter."""
+  loaded = t5x_lite.load(workdir)
+  config = loaded.config
+  task = pipeline.get_task(config, config.data.task)
+  lengths = dict(config.data.feature_lengths)
+  converter = loaded.model.feature_converter(pack=False)
+  stream = pipeline.TaskStream(task, split, loaded.vocabulary, converter, lengths, seed=0)
+  history = stream.examples(0, stages=True)
+  texts = [json.loads(t)["sentence"] for t in history[0][1]["text"][:rows]]
+  features = converter.convert(history[-1][1], lengths)
+  return texts, {k: v[:rows] for k, v in features.items()}, loaded
+
+
+def test_inference_reads_text_exactly_as_training_does(runs):
+  """The same text through training's eval path (task preprocessors -> converter -> model)
+  and through t5x_lite.load(...).classify / embed gives the same numbers."""
+  texts, batch, loaded = _eval_path(runs["finetuned"]["workdir"])
+  log_probs = np.asarray(jax.jit(loaded.model.classify)(loaded.params, batch))
+  weights = batch["classification_loss_weights"]
+  assert (weights.sum(axis=1) == 1).all() and (weights[:, 0] == 1).all()  # BERT reads [CLS]
+  training_probs = np.exp(log_probs[:, 0])  # [rows, labels]
+  results = loaded.classify(texts)
+  inference_probs = np.array(
+    [[r["probabilities"][name] for name in ["no", "yes"]] for r in results]
+  )
+  np.testing.assert_allclose(inference_probs, training_probs, rtol=1e-5, atol=1e-6)
+  hidden = np.asarray(jax.jit(loaded.model.hidden_states)(loaded.params, batch))
+  np.testing.assert_allclose(loaded.embed(texts, pooling="cls"), hidden[:, 0], rtol=1e-5, atol=1e-5)

@@ -22,6 +22,8 @@ from t5x_lite.convert import hf  # noqa: E402
 from t5x_lite.models import build_model  # noqa: E402
 from t5x_lite.models.layers import relative_position_bucket  # noqa: E402
 
+pytestmark = pytest.mark.slow  # torch and transformers reference models
+
 VOCAB, BATCH, LENGTH = 99, 2, 12
 
 

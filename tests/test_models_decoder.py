@@ -215,6 +215,7 @@ def test_loss_equals_numpy_reference(params, z_loss, smoothing):
     np.testing.assert_allclose(-score.sum() / weights.sum(), loss, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_scan_and_remat_do_not_change_loss_or_grads(params):
   batch = _batch(_random_tokens(4))
   unboxed = nn.meta.unbox(params)
@@ -237,6 +238,7 @@ def test_scan_and_remat_do_not_change_loss_or_grads(params):
     )
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_params_and_logits(params):
   model = build_model(dataclasses.replace(TINY, dtype="bfloat16"))
   batch = _batch(_random_tokens(5))

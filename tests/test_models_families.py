@@ -291,6 +291,7 @@ def test_pulse_loss_falls_on_a_fixed_batch(family, bert, t5):
   assert np.isfinite(losses).all() and losses[-1] < 0.8 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_t5_with_dropout_runs_and_dropout_is_active():
   """T5 v1.0 pre-trains with dropout 0.1: the stochastic loss differs from the deterministic one."""
   config = load_config_file("t5.py:tiny")

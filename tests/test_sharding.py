@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from t5x_lite import config as config_lib
 from t5x_lite import partitioning
-from t5x_lite.training import loop, optimizers
+from t5x_lite.models import build_model
+from t5x_lite.training import optimizers
 from t5x_lite.training import state as state_lib
 from t5x_lite.training import step as step_lib
 
@@ -19,27 +19,25 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH, LENGTH = 8, 32
 
 
-def make_config(**overrides):
-  base = {
-    "model.d_model": "64",
-    "model.num_heads": "4",
-    "model.d_ff": "128",
-    "model.vocab_size": "512",
-    "data.vocab": "byte",
-    "data.extra_ids": "0",
-    "data.feature_lengths": f"{{'targets': {LENGTH}}}",
-    "train.batch_size": str(BATCH),
-    "optimizer.warmup_steps": "0",
-    "train.steps": "10",
-    "model.scan_layers": "true",
-    # Adam's first step is lr·g/(|g|+eps), close to lr·sign(g): with a tiny eps, float
-    # round-off in a near-zero gradient (GPT-2's key bias has an exactly-zero one) becomes
-    # an lr-sized step of random sign. A large eps makes the update smooth in g, so the
-    # comparison measures the sharded gradient, not the sign of round-off.
-    "optimizer.eps": "1e-3",
-  }
-  base.update(overrides)
-  return config_lib.get_config("gpt.py:tiny", list(base.items()))
+# The small GPT the sharding tests step once (make_config overrides).
+SMALL = {
+  "model.d_model": "64",
+  "model.num_heads": "4",
+  "model.d_ff": "128",
+  "model.vocab_size": "512",
+  "data.vocab": "byte",
+  "data.extra_ids": "0",
+  "data.feature_lengths": f"{{'targets': {LENGTH}}}",
+  "train.batch_size": str(BATCH),
+  "optimizer.warmup_steps": "0",
+  "train.steps": "10",
+  "model.scan_layers": "true",
+  # Adam's first step is lr·g/(|g|+eps), close to lr·sign(g): with a tiny eps, float
+  # round-off in a near-zero gradient (GPT-2's key bias has an exactly-zero one) becomes
+  # an lr-sized step of random sign. A large eps makes the update smooth in g, so the
+  # comparison measures the sharded gradient, not the sign of round-off.
+  "optimizer.eps": "1e-3",
+}
 
 
 def packed_batch(seed=0):
@@ -68,7 +66,7 @@ def packed_batch(seed=0):
 
 def run_one_step(config, devices, batch):
   """Creates the state sharded on `devices` and runs one train step; returns (state, metrics)."""
-  model = loop.build_model(config)
+  model = build_model(config.model)
   mesh = partitioning.make_mesh(config, devices)
   rules = partitioning.logical_rules(config)
   optimizer, schedule = optimizers.make_optimizer(config)
@@ -86,8 +84,12 @@ def run_one_step(config, devices, batch):
 
 
 @pytest.fixture(scope="module")
-def single_device_result():
-  return run_one_step(make_config(**{"mesh.data": "1"}), jax.devices()[:1], packed_batch())
+def single_device_result(
+  make_config,
+):
+  return run_one_step(
+    make_config("gpt.py:tiny", **{**SMALL, "mesh.data": "1"}), jax.devices()[:1], packed_batch()
+  )
 
 
 def effective_spec(array) -> tuple:
@@ -111,9 +113,10 @@ def assert_same_update(result, reference, rtol=1e-5):
     np.testing.assert_allclose(value, ref_flat[path], rtol=rtol, atol=1e-7, err_msg=str(path))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["data", "fsdp", "fsdp+tensor"])
-def test_preset_step_equals_single_device(preset, single_device_result):
-  config = make_config(**{"mesh.preset": preset})
+def test_preset_step_equals_single_device(make_config, preset, single_device_result):
+  config = make_config("gpt.py:tiny", **{**SMALL, "mesh.preset": preset})
   result = run_one_step(config, jax.devices(), packed_batch())
   assert_same_update(result, single_device_result)
   state, _, _ = result
@@ -135,8 +138,10 @@ def test_preset_step_equals_single_device(preset, single_device_result):
     assert effective_spec(array) == tuple(spec)
 
 
-def test_fsdp_shards_adam_moments_like_params():
-  config = make_config(**{"mesh.data": "1", "mesh.fsdp": "-1"})
+def test_fsdp_shards_adam_moments_like_params(
+  make_config,
+):
+  config = make_config("gpt.py:tiny", **{**SMALL, "mesh.data": "1", "mesh.fsdp": "-1"})
   state, _, shardings = run_one_step(config, jax.devices(), packed_batch())
   mu = state.opt_state[1][0].mu  # chain(clip, adamw): adamw's ScaleByAdamState
   assert effective_spec(mu["token_embedder"]["embedding"]) == (None, "fsdp")
@@ -145,16 +150,18 @@ def test_fsdp_shards_adam_moments_like_params():
   assert shard_shape == (512, 64 // 8)
 
 
-def test_microbatches_equal_one_big_batch(single_device_result):
-  config = make_config(**{"mesh.data": "1", "train.microbatches": "4"})
+def test_microbatches_equal_one_big_batch(make_config, single_device_result):
+  config = make_config("gpt.py:tiny", **{**SMALL, "mesh.data": "1", "train.microbatches": "4"})
   result = run_one_step(config, jax.devices()[:1], packed_batch())
   assert_same_update(result, single_device_result)
 
 
-def test_nonfinite_gradient_is_skipped():
-  config = make_config(**{"mesh.data": "1"})
+def test_nonfinite_gradient_is_skipped(
+  make_config,
+):
+  config = make_config("gpt.py:tiny", **{**SMALL, "mesh.data": "1"})
   batch = packed_batch()
-  model = loop.build_model(config)
+  model = build_model(config.model)
   optimizer, schedule = optimizers.make_optimizer(config)
   shapes = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
   state = state_lib.create(model.init(jax.random.key(0), shapes), optimizer)

@@ -7,22 +7,23 @@ import jax
 import numpy as np
 import pytest
 
-from t5x_lite import config as config_lib
+from t5x_lite.data.sharded_stream import HostBatchStream
+from t5x_lite.models import build_model
 from t5x_lite.training import loop
+
+pytestmark = pytest.mark.slow  # 200 training steps in a module fixture
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tiny_config(**overrides):
-  base = {
-    "train.log_every": "10",
-    "train.eval_steps": "4",
-    "train.sample_prompt": "",
-    "train.batch_size": "16",
-    "mesh.data": "-1",
-  }
-  base.update(overrides)
-  return config_lib.get_config("gpt.py:tiny", list(base.items()))
+# Quick settings of the tiny GPT runs below (make_config overrides).
+FAST = {
+  "train.log_every": "10",
+  "train.eval_steps": "4",
+  "train.sample_prompt": "",
+  "train.batch_size": "16",
+  "mesh.data": "-1",
+}
 
 
 def read_metrics(workdir, prefix="train/"):
@@ -31,17 +32,19 @@ def read_metrics(workdir, prefix="train/"):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, shared_vocab_workdir):
+def trained(tmp_path_factory, shared_vocab_workdir, make_config):
   """200 steps of the tiny GPT on pydoc (shared by the tests below)."""
   workdir = str(tmp_path_factory.mktemp("gpt_tiny"))
   shared_vocab_workdir(workdir)
-  config = tiny_config(
+  config = make_config(
+    "gpt.py:tiny",
     **{
+      **FAST,
       "train.steps": "200",
       "train.eval_every": "100",
       "train.checkpoint_every": "100",
       "train.sample_prompt": "The",
-    }
+    },
   )
   result = loop.train_and_evaluate(config, workdir)
   return config, workdir, result
@@ -53,8 +56,8 @@ def test_held_out_loss_beats_unigram_entropy(trained):
   from t5x_lite.data import pipeline
 
   vocabulary = pipeline.get_vocabulary(config, workdir)
-  model = loop.build_model(config)
-  stream = loop.DataStream(
+  model = build_model(config.model)
+  stream = HostBatchStream(
     config, vocabulary, model.feature_converter(True), split="train", num_shards=1
   )
   counts = np.zeros(config.model.vocab_size)
@@ -91,14 +94,14 @@ def test_run_writes_metrics_checkpoints_and_a_sample(trained):
 
 def test_generate_is_deterministic_and_greedy_matches_no_cache(trained):
   config, workdir, _ = trained
-  from t5x_lite import decoding
+  import t5x_lite
 
-  first = decoding.generate_from_workdir(workdir, ["The", "A class"], max_new_tokens=12)
-  again = decoding.generate_from_workdir(workdir, ["The", "A class"], max_new_tokens=12)
+  first = t5x_lite.load(workdir).generate(["The", "A class"], max_new_tokens=12)
+  again = t5x_lite.load(workdir).generate(["The", "A class"], max_new_tokens=12)
   assert first == again and all(isinstance(t, str) for t in first)
 
 
-def test_resume_is_bit_identical(tmp_path, shared_vocab_workdir):
+def test_resume_is_bit_identical(tmp_path, shared_vocab_workdir, make_config):
   """8 steps straight == 4 steps, stop, resume to 8: same loss at every step, same params.
 
   decay_steps is fixed so that both invocations see the same schedule (by default the decay
@@ -115,12 +118,18 @@ def test_resume_is_bit_identical(tmp_path, shared_vocab_workdir):
   }
   straight = str(tmp_path / "straight")
   shared_vocab_workdir(straight)
-  result_straight = loop.train_and_evaluate(tiny_config(**common, **{"train.steps": "8"}), straight)
+  result_straight = loop.train_and_evaluate(
+    make_config("gpt.py:tiny", **{**FAST, **common, "train.steps": "8"}), straight
+  )
 
   resumed = str(tmp_path / "resumed")
   shared_vocab_workdir(resumed)
-  loop.train_and_evaluate(tiny_config(**common, **{"train.steps": "4"}), resumed)
-  result_resumed = loop.train_and_evaluate(tiny_config(**common, **{"train.steps": "8"}), resumed)
+  loop.train_and_evaluate(
+    make_config("gpt.py:tiny", **{**FAST, **common, "train.steps": "4"}), resumed
+  )
+  result_resumed = loop.train_and_evaluate(
+    make_config("gpt.py:tiny", **{**FAST, **common, "train.steps": "8"}), resumed
+  )
 
   losses_straight = [r["train/loss"] for r in read_metrics(straight)]
   losses_resumed = [r["train/loss"] for r in read_metrics(resumed)]

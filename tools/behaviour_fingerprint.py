@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 
 import jax
@@ -37,27 +38,15 @@ def params_hash(params) -> str:
   return digest.hexdigest()
 
 
-def _config_path(spec: str) -> str:
-  """`gpt.py:tiny` -> the shipped config (packaged `t5x_lite/configs/`, else repo `configs/`)."""
-  name, _, variant = spec.partition(":")
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  for folder in (os.path.join(root, "t5x_lite", "configs"), os.path.join(root, "configs")):
-    if os.path.exists(os.path.join(folder, name)):
-      return os.path.join(folder, name) + ":" + variant
-  raise FileNotFoundError(spec)
-
-
 def fingerprint(spec: str, steps: int, vocab_workdir: str | None = None) -> dict:
   """Trains `spec` for `steps` steps in a fresh workdir; returns losses, param hash, eval."""
-  config = config_lib.get_config(_config_path(spec))
+  config = config_lib.get_config(spec)  # a shipped config (t5x_lite/configs/) or a path
   with config.unlocked():
     config.train.update(
       steps=steps, log_every=1, eval_every=0, checkpoint_every=10 * steps, eval_steps=2
     )
   with tempfile.TemporaryDirectory() as workdir:
     if vocab_workdir:
-      import shutil  # noqa: PLC0415
-
       shutil.copytree(os.path.join(vocab_workdir, "vocab"), os.path.join(workdir, "vocab"))
     result = loop.train_and_evaluate(config, workdir)
     losses = []

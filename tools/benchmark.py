@@ -51,6 +51,7 @@ if __name__ == "__main__":
     flags = os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={_count}".strip()
 
+import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -67,10 +68,9 @@ from benchmark_core import (  # noqa: E402
   time_parts,
 )
 
+from t5x_lite import checkpoints, decoding, partitioning, reporting  # noqa: E402
 from t5x_lite import config as config_lib  # noqa: E402
-from t5x_lite import metrics as metrics_lib  # noqa: E402
-from t5x_lite import partitioning  # noqa: E402
-from t5x_lite.training import loop  # noqa: E402
+from t5x_lite.models import build_model  # noqa: E402
 
 __all__ = ["main", "synthetic_batch", "parse_lengths", "measure_matmul_peak", "build_step"]
 
@@ -83,7 +83,7 @@ def _peak_for(dtype: str, args) -> tuple[float, float | None, str]:
   --peak-tflops, a known accelerator's table entry, or a matmul measured here."""
   if args.peak_tflops:
     return args.peak_tflops * 1e12, None, "given"
-  known = metrics_lib.peak_flops_per_device(dtype)
+  known = reporting.peak_flops_per_device(dtype)
   if known:
     return known, None, "table"
   wall, cpu = measure_matmul_peak(dtype, tuple(args.peak_sizes))
@@ -187,19 +187,15 @@ def cmd_compile(args, overrides) -> dict[str, Any]:
 
 
 def _random_params(model, lengths: dict[str, int]):
-  import flax.linen as nn  # noqa: PLC0415 - only to unbox
-
   shapes = model.input_shapes(1, lengths)
   return nn.unbox(jax.jit(model.init)(jax.random.key(0), shapes))
 
 
 def cmd_generate(args, overrides) -> dict[str, Any]:
-  from t5x_lite import decoding  # noqa: PLC0415
-
   runs = []
   for spec in args.configs:
     config = load_config(spec, overrides)
-    model = loop.build_model(config)
+    model = build_model(config.model)
     params = _random_params(model, {"targets": 8})
     for batch in args.batches:
       prompts = np.random.default_rng(0).integers(3, config.model.vocab_size, (batch, args.prompt))
@@ -250,8 +246,6 @@ def cmd_generate(args, overrides) -> dict[str, Any]:
 
 
 def cmd_checkpoint(args, overrides) -> dict[str, Any]:
-  from t5x_lite import checkpoints  # noqa: PLC0415
-
   config = config_lib.get_config(args.config, overrides, validate_config=False)
   lengths = parse_lengths(args.length, config) if args.length else None
   config = load_config(args.config, overrides, batch=args.batch, lengths=lengths)

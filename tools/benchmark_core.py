@@ -21,11 +21,11 @@ import numpy as np
 import optax
 
 from t5x_lite import config as config_lib
-from t5x_lite import metrics as metrics_lib
 from t5x_lite import partitioning
-from t5x_lite.training import loop, optimizers
-from t5x_lite.training import state as state_lib
+from t5x_lite.models import build_model
+from t5x_lite.training import optimizers
 from t5x_lite.training import step as step_lib
+from t5x_lite.training.setup import RunSetup
 
 # ---------------------------------------------------------------------------------------------
 # Machine, timing and memory.
@@ -181,26 +181,22 @@ def build_step(config, devices=None):
   The step is jitted exactly as training/loop.py does: in/out shardings from the logical rules,
   the state donated.
   """
-  mesh = partitioning.make_mesh(config, devices)
-  rules = partitioning.logical_rules(config)
-  batch_sharding = partitioning.batch_sharding(mesh, rules)
-  model = loop.build_model(config)
   lengths = {k: int(v) for k, v in config.data.feature_lengths.items()}
-  per_step = config.train.batch_size // config.train.microbatches
-  input_shapes = model.input_shapes(per_step, lengths)
-  optimizer, schedule = optimizers.make_optimizer(config)
-  init_rng = jax.random.key(config.train.seed)
+  setup = _setup(config, devices, config.train.batch_size // config.train.microbatches)
+  state = setup.init_state()
+  train_step = setup.jit_train_step()  # exactly as training/loop.py jits it
+  numpy_batch = synthetic_batch(
+    setup.model, config.train.batch_size, lengths, config.model.vocab_size
+  )
+  batch = setup.global_batch(numpy_batch)
+  return train_step, state, batch, jax.random.key(1), setup.mesh, setup.rules
 
-  def init_params():
-    return model.init(init_rng, input_shapes)
 
-  state, state_shardings = state_lib.init_sharded(init_params, optimizer, mesh, rules)
-  train_step = step_lib.jit_train_step(  # exactly as training/loop.py jits it
-    model, optimizer, schedule, microbatches=config.train.microbatches, rules=rules,
-    state_shardings=state_shardings, batch_sharding=batch_sharding, mesh=mesh)  # fmt: skip
-  numpy_batch = synthetic_batch(model, config.train.batch_size, lengths, config.model.vocab_size)
-  batch = partitioning.make_global_batch(numpy_batch, batch_sharding)
-  return train_step, state, batch, jax.random.key(1), mesh, rules
+def _setup(config, devices, batch_size: int) -> RunSetup:
+  """The run's RunSetup, with params shaped for [batch_size, the configured lengths]."""
+  model = build_model(config.model)
+  lengths = {k: int(v) for k, v in config.data.feature_lengths.items()}
+  return RunSetup.create(config, devices, input_shapes=model.input_shapes(batch_size, lengths))
 
 
 def tokens_per_step(config) -> int:
@@ -224,7 +220,7 @@ def time_parts(config, repeats: int = 3) -> dict[str, tuple[float, float]]:
   and backward (gradients), and the optimizer update. Their sum exceeds the fused step a little.
   """
   _, state, batch, rng, mesh, rules = build_step(config, jax.devices()[:1])
-  model = loop.build_model(config)
+  model = build_model(config.model)
   optimizer, _ = optimizers.make_optimizer(config)
 
   def loss(params, batch):
@@ -269,7 +265,7 @@ def bench_step(config, *, steps: int, warmup: int, devices=None) -> dict[str, An
   step_s = statistics.median(times)
   tokens = tokens_per_step(config)
   lengths = {k: int(v) for k, v in config.data.feature_lengths.items()}
-  flops_per_token = metrics_lib.model_flops_per_token(config_lib.model_config(config), lengths)
+  flops_per_token = build_model(config.model).flops_per_token(lengths)
   model_flops = flops_per_token * tokens / step_s
   num_devices = mesh.devices.size
   result = {
@@ -299,26 +295,16 @@ def bench_step(config, *, steps: int, warmup: int, devices=None) -> dict[str, An
 
 def compile_seconds(config) -> tuple[float, float]:
   """(trace + lower seconds, XLA compile seconds) of the train step, from abstract state only."""
-  mesh = partitioning.make_mesh(config, jax.devices()[:1])
-  rules = partitioning.logical_rules(config)
-  model = loop.build_model(config)
-  lengths = {k: int(v) for k, v in config.data.feature_lengths.items()}
-  shapes = model.input_shapes(config.train.batch_size, lengths)
-  optimizer, schedule = optimizers.make_optimizer(config)
-
-  def init_params():
-    return model.init(jax.random.key(0), shapes)
-
-  abstract_boxed = jax.eval_shape(init_params)
-  shardings = state_lib.state_shardings(abstract_boxed, optimizer, mesh, rules)
-  abstract = state_lib.abstract_state(init_params, optimizer, shardings)
+  setup = _setup(config, jax.devices()[:1], config.train.batch_size)
+  shapes, abstract = setup.input_shapes, setup.abstract_state()
   step = jax.jit(
     functools.partial(
-      step_lib.train_step, model=model, optimizer=optimizer, schedule=schedule, rules=rules
+      step_lib.train_step, model=setup.model, optimizer=setup.optimizer,
+      schedule=setup.schedule, rules=setup.rules,
     ),
     donate_argnums=(0,),
-  )
-  with partitioning.use_mesh(mesh, rules):
+  )  # fmt: skip
+  with setup.use_mesh():
     start = time.perf_counter()
     lowered = step.lower(abstract, shapes, jax.random.key(0))
     lowered_at = time.perf_counter()

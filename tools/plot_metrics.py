@@ -2,7 +2,7 @@
 
   python tools/plot_metrics.py runs/a runs/b --out losses.png [--keys loss eval/loss] [--log-y]
 
-Reads each workdir's metrics.jsonl (t5x_lite.metrics.MetricsWriter). A resumed run logs some
+Reads each workdir's metrics.jsonl (t5x_lite.reporting.MetricsWriter). A resumed run logs some
 steps twice; the last line for a step wins, as it is the one the finished run kept. Needs
 matplotlib (`pip install matplotlib`); a gs:// workdir needs gcsfs.
 """

@@ -1,1 +1,1 @@
-"""Checkpoint conversion between t5x_lite and other libraries (convert/hf.py: Hugging Face)."""
+"""Checkpoint conversion between t5x_lite and other libraries (convert/hf/: Hugging Face)."""

@@ -236,19 +236,22 @@ class ClassificationFeatureConverter(FeatureConverter):
   """Encoder: [CLS]-first rows, the label at each segment's first position (token labels: at
   each tagged token). Decoder: the LM features of the text, the label at its last token."""
 
-  def __init__(self, family: str, head: str = "classification", pack: bool = True):
+  def __init__(self, stack: str, head: str = "classification", pack: bool = True):
+    """`stack`: 'encoder' ([CLS]-first encoder features) or 'decoder' (LM features)."""
+    if stack not in ("encoder", "decoder"):
+      raise ValueError(f"stack={stack!r}: expected 'encoder' or 'decoder'")
     super().__init__(pack)
-    self.family, self.head = family, head
+    self.stack, self.head = stack, head
 
   def model_feature_lengths(self, task_feature_lengths):
-    return {self.family: dict(task_feature_lengths)["inputs"]}
+    return {self.stack: dict(task_feature_lengths)["inputs"]}
 
   def convert(self, examples, task_feature_lengths, shuffle_key=None):
     token_level = self.head == "token_classification"
     self._require(
       examples, ["inputs", "tag_ids", "tag_weights"] if token_level else ["inputs", "label"]
     )
-    length = self.model_feature_lengths(task_feature_lengths)[self.family]
+    length = self.model_feature_lengths(task_feature_lengths)[self.stack]
     inputs = truncate(examples["inputs"], length)
     row, offset, segment, rows = assign_rows(inputs.lengths[:, None], [length], self.pack)
     writer = _Writer(rows, length, row, offset[:, 0], inputs.lengths, segment)
@@ -260,14 +263,14 @@ class ClassificationFeatureConverter(FeatureConverter):
       labels, weights = np.zeros(total, np.int32), np.zeros(total, np.float32)
       nonempty = inputs.lengths > 0
       # BERT reads [CLS] (a segment's first token); GPT its last token (it has seen them all).
-      where = inputs.offsets[:-1] if self.family == "encoder" else inputs.offsets[1:] - 1
+      where = inputs.offsets[:-1] if self.stack == "encoder" else inputs.offsets[1:] - 1
       labels[where[nonempty]] = np.asarray(examples["label"])[nonempty]
       weights[where[nonempty]] = 1.0
     features = {
       "classification_labels": writer.write(labels),
       "classification_loss_weights": writer.write(weights, np.float32),
     }
-    if self.family == "encoder":
+    if self.stack == "encoder":
       types = examples.get("token_type_ids")
       type_values = (
         truncate(types, length).values if types is not None else np.zeros(total, np.int32)

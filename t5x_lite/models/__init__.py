@@ -12,26 +12,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from t5x_lite.models.base import BaseModel
+from t5x_lite.models.classifiers import ClassifierModel
 from t5x_lite.models.config import ModelConfig
+from t5x_lite.models.decoder import DecoderModel
+from t5x_lite.models.encoder import EncoderModel
+from t5x_lite.models.encoder_decoder import EncoderDecoderModel
 
-
-def _families() -> dict[str, type[BaseModel]]:
-  from t5x_lite.models.decoder import DecoderModel
-
-  families: dict[str, type[BaseModel]] = {"decoder": DecoderModel}
-  try:
-    from t5x_lite.models.encoder import EncoderModel
-
-    families["encoder"] = EncoderModel
-  except ImportError:
-    pass
-  try:
-    from t5x_lite.models.encoder_decoder import EncoderDecoderModel
-
-    families["encoder_decoder"] = EncoderDecoderModel
-  except ImportError:
-    pass
-  return families
+FAMILIES: dict[str, type[BaseModel]] = {
+  "decoder": DecoderModel,
+  "encoder": EncoderModel,
+  "encoder_decoder": EncoderDecoderModel,
+}
 
 
 def to_model_config(model_config: ModelConfig | Mapping[str, Any]) -> ModelConfig:
@@ -49,16 +40,14 @@ def to_model_config(model_config: ModelConfig | Mapping[str, Any]) -> ModelConfi
 def build_model(model_config: ModelConfig | Mapping[str, Any]) -> BaseModel:
   """The model of `config.model.family`, holding the frozen ModelConfig."""
   config = to_model_config(model_config)
-  if config.head:  # a fine-tuning head on the family's backbone (models/classifiers.py)
-    from t5x_lite.models.classifiers import ClassifierModel  # noqa: PLC0415
-
-    return ClassifierModel(config)
-  families = _families()
-  if config.family not in families:
+  if config.family not in FAMILIES:
     raise ValueError(
-      f"model.family={config.family!r}: expected one of {', '.join(sorted(families))}"
+      f"model.family={config.family!r}: expected one of {', '.join(sorted(FAMILIES))}"
     )
-  return families[config.family](config)
+  if config.head:  # a fine-tuning head on the family's backbone (models/classifiers.py)
+    backbone = FAMILIES[config.family](dataclasses.replace(config, head=""))
+    return ClassifierModel(config, backbone)
+  return FAMILIES[config.family](config)
 
 
-__all__ = ["BaseModel", "ModelConfig", "build_model", "to_model_config"]
+__all__ = ["FAMILIES", "BaseModel", "ModelConfig", "build_model", "to_model_config"]

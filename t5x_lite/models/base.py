@@ -9,6 +9,12 @@ only use this surface (never a family branch):
   model.loss(params, batch, rng, deterministic)  -> (loss, {name: (numerator, denominator)})
   model.score(params, batch)                     -> [batch] sum of target log-likelihoods
   model.apply_logits(params, batch)              -> float32 logits of the batch's targets
+  model.hidden_states(params, batch)             -> float32 last hidden states [batch, length, d]
+  model.flops_per_token(task_feature_lengths)    -> training FLOPs per token (PaLM accounting)
+  type(model).FEATURE_CONVERTER_CLS              -> the converter class the family reads
+
+Each family owns its facts (converter, FLOPs, hidden states, input framing for inference, HF
+mapping in convert/hf/<family>.py); nothing outside models/ branches on the family name.
 
 `params` is the 'params' collection (boxed or unboxed: flax unboxes on read). `metrics['loss']`
 is (loss · n, n) with n the number of target tokens (sum of loss weights): summing numerators and
@@ -17,14 +23,15 @@ denominators over microbatches and hosts gives the exact global mean.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from t5x_lite.models.config import ModelConfig
+from t5x_lite.data.feature_converters import FeatureConverter
+from t5x_lite.models.config import ModelConfig, with_defaults
 
 Array = jax.Array
 Metrics = dict[str, tuple[Array, Array]]
@@ -95,21 +102,90 @@ def positions_or_default(batch: Mapping[str, Array], prefix: str, tokens: Array)
   return jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
 
 
+def attention_width(config: ModelConfig) -> int:
+  """num_heads x head_dim: the width of q, k, v (head_dim 0 means d_model // num_heads)."""
+  head_dim = config.head_dim or config.d_model // config.num_heads
+  return config.num_heads * head_dim
+
+
+def layer_matmul_params(config: ModelConfig) -> int:
+  """Weights of the matmuls of one self-attention block: q, k, v, o and the MLP (gated: wi_0,
+  wi_1 and wo; otherwise wi and wo)."""
+  mlp_matrices = 3 if config.activation.startswith("gated") else 2
+  return 4 * config.d_model * attention_width(config) + mlp_matrices * config.d_model * config.d_ff
+
+
+def sequence_length(seq_len: int | Mapping[str, int]) -> int:
+  """One stack's tokens: an int, or a dict of task feature lengths whose sum it is (a decoder-only
+  prefix LM packs inputs and targets into one sequence)."""
+  return sum(map(int, seq_len.values())) if isinstance(seq_len, Mapping) else int(seq_len)
+
+
+def single_stack_flops_per_token(config: ModelConfig, length: int, extra_params: int = 0) -> float:
+  """PaLM's 6·N + 12·L·width·T for one stack of `config.num_layers` layers over T tokens, with
+  N = the layers' matmul weights + the output projection (+ `extra_params` per token)."""
+  params = config.num_layers * layer_matmul_params(config) + config.d_model * config.vocab_size
+  params += extra_params
+  return float(6 * params + 12 * config.num_layers * attention_width(config) * length)
+
+
 class BaseModel:
   """One family's model: a frozen config, a linen module, and the shared interface."""
 
   # Model features of this family, in the order documented in docs/architecture.md.
   features: tuple[str, ...] = ()
+  # The feature converter the family reads (as t5x's `FEATURE_CONVERTER_CLS`).
+  FEATURE_CONVERTER_CLS: type[FeatureConverter] | None = None
+  # What callers may ask of the family, instead of testing its name:
+  generative = False  # generates text (decoding.generate_*): the decoder and the encoder-decoder
+  encoder_decoder = False  # generates from encoder inputs (T5), not by continuing a prompt
+  reads_cls = False  # the first position ([CLS]) summarizes the sequence (BERT)
+  # The family's layer switches (ModelConfig.init_scheme, ...), used where the config leaves ''.
+  DEFAULT_SWITCHES: dict[str, str] = {}
 
   def __init__(self, config: ModelConfig):
-    self.config = config
+    self.config = with_defaults(config, self.DEFAULT_SWITCHES)
     self.module = self.make_module()
 
   def make_module(self) -> nn.Module:
     raise NotImplementedError
 
-  def feature_converter(self, pack: bool = True) -> Any:
+  def feature_converter(self, pack: bool = True) -> FeatureConverter:
+    """The family's converter (`FEATURE_CONVERTER_CLS`): task features -> model features."""
+    return self.FEATURE_CONVERTER_CLS(pack=pack)
+
+  def flops_per_token(self, seq_len: int | Mapping[str, int]) -> float:
+    """Training FLOPs (forward + backward) per token, PaLM accounting (Chowdhery et al. 2022,
+    App. B): 6·N + 12·L·(num_heads·head_dim)·T per token, where N counts the weights of every
+    matmul applied per token (q, k, v, o, the MLP, the output projection onto the vocabulary,
+    tied or not), not embedding lookups, biases or norms; the second term is the attention
+    scores and weighted sum (QKᵀ and AV), causal masking not discounted. Rematerialization is
+    not counted: these are model FLOPs, for MFU.
+
+    `seq_len`: an int, or the task feature lengths ({'targets': T}, {'inputs': Ti, ...}).
+    """
     raise NotImplementedError
+
+  def hidden_states(self, params: Any, batch: Mapping[str, Array]) -> Array:
+    """float32 last hidden states [batch, length, d_model] of the stack that reads the text
+    (the encoder, or the decoder of a decoder-only model)."""
+    raise NotImplementedError
+
+  def frame_text(self, tokens: Sequence[int], vocabulary: Any, length: int) -> list[int]:
+    """One text's token ids as this family's pre-training framed a sequence (e.g. BERT's
+    [CLS] ... [SEP]; text + EOS otherwise), cut to `length`."""
+    return list(tokens[: length - 1]) + [vocabulary.eos_id]
+
+  def captured_stack_output(self, params: Any, batch: Mapping[str, Array], stack: str) -> Array:
+    """The output of the module's sub-module `stack` (its last hidden states), float32."""
+    _, state = self.module.apply(
+      {"params": params},
+      **self.module_inputs(batch),
+      deterministic=True,
+      capture_intermediates=lambda m, name: name == "__call__" and tuple(m.path) == (stack,),
+      mutable=["intermediates"],
+    )
+    return state["intermediates"][stack]["__call__"][0].astype(jnp.float32)
 
   def feature_lengths(self, model_feature_lengths: Mapping[str, int]) -> dict[str, int]:
     """Length of every model feature of this family, from the model feature lengths."""

@@ -31,7 +31,8 @@ import jax.numpy as jnp
 
 from t5x_lite.data.feature_converters import ClassificationFeatureConverter
 from t5x_lite.models import base, layers
-from t5x_lite.models.config import ModelConfig
+from t5x_lite.models.config import SWITCHES, ModelConfig
+from t5x_lite.partitioning import MLP
 
 Array = jax.Array
 HEAD = "classification_head"  # the parameters a pre-trained checkpoint does not have
@@ -50,7 +51,7 @@ class ClassificationHead(nn.Module):
     config = self.config
     dtype = layers.compute_dtype(config)
     if self.pooler:
-      x = layers.DenseGeneral((config.d_model,), ("mlp",), dtype=dtype, name="pooler")(x)
+      x = layers.DenseGeneral((config.d_model,), (MLP,), dtype=dtype, name="pooler")(x)
       x = jnp.tanh(x.astype(jnp.float32)).astype(dtype)
     x = layers.dropout(config, x, deterministic)
     return layers.DenseGeneral(
@@ -77,9 +78,8 @@ def classification_loss(logits: Array, labels: Array, weights: Array) -> tuple[A
 class ClassifierModel(base.BaseModel):
   """A family's backbone (its module and parameters, unchanged) plus a classification head."""
 
-  def __init__(self, config: ModelConfig):
-    from t5x_lite.models import build_model  # noqa: PLC0415 - models/__init__ imports this file
-
+  def __init__(self, config: ModelConfig, backbone: base.BaseModel):
+    """`backbone`: the family's model built from `config` without the head (build_model)."""
     if config.head not in HEADS:
       raise ValueError(f"model.head={config.head!r}: expected one of {', '.join(HEADS)}")
     if config.num_labels < 2 and config.head == "classification":
@@ -93,7 +93,10 @@ class ClassifierModel(base.BaseModel):
       )
     if config.head == "token_classification" and config.family != "encoder":
       raise ValueError("model.head='token_classification' needs model.family='encoder'")
-    self.backbone = build_model(dataclasses.replace(config, head=""))
+    self.backbone = backbone
+    # The backbone's layer switches (its family's defaults) are the classifier's too.
+    config = dataclasses.replace(config, **{k: getattr(backbone.config, k) for k in SWITCHES})
+    self.reads_cls = backbone.reads_cls  # BERT classifies [CLS]; GPT its last token
     drop = {"encoder_target_tokens", "encoder_loss_weights", "nsp_labels"}
     self.features = tuple(f for f in self.backbone.features if f not in drop) + LABEL_FEATURES
     self.prefix = "encoder" if config.family == "encoder" else "decoder"
@@ -108,7 +111,18 @@ class ClassifierModel(base.BaseModel):
     return self.backbone.module
 
   def feature_converter(self, pack: bool = True) -> Any:
-    return ClassificationFeatureConverter(self.config.family, self.config.head, pack=pack)
+    return ClassificationFeatureConverter(self.prefix, self.config.head, pack=pack)
+
+  def flops_per_token(self, seq_len) -> float:
+    """The backbone's (the head's few weights per classified position are not counted)."""
+    return self.backbone.flops_per_token(seq_len)
+
+  def hidden_states(self, params: Any, batch: Mapping[str, Array]) -> Array:
+    backbone_params = {k: v for k, v in params.items() if k != HEAD}
+    return self.backbone.hidden_states(backbone_params, batch)
+
+  def frame_text(self, tokens, vocabulary, length: int) -> list[int]:
+    return self.backbone.frame_text(tokens, vocabulary, length)
 
   def feature_lengths(self, model_feature_lengths: Mapping[str, int]) -> dict[str, int]:
     lengths = self.backbone.feature_lengths(model_feature_lengths)

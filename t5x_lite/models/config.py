@@ -42,3 +42,21 @@ class ModelConfig:
   head: str = ""  # fine-tuning head: '' (pre-training) | 'classification' | 'token_classification'
   num_labels: int = 0  # classes of the fine-tuning head
   lm_loss_weight: float = 0.0  # decoder classification: loss = L2 + lm_loss_weight · L1 (LM loss)
+  # Switches the shared layers read (never the family name); '' = the family's own default,
+  # filled in by the family's model class (models/decoder.py, encoder.py, encoder_decoder.py).
+  init_scheme: str = ""  # 'gpt2' (normal 0.02, residual projections / sqrt(2L)) | 'bert' | 't5'
+  attention_scale: str = ""  # 'rsqrt_head_dim' (GPT-2, BERT) | 'none' (T5: folded into the init)
+  dropout_placement: str = ""  # 'outputs' (sublayer outputs) | 'outputs+hidden+final' (T5: also
+  # the MLP hidden activations and after the final norm)
+
+
+INIT_SCHEMES = ("gpt2", "bert", "t5")
+ATTENTION_SCALES = ("rsqrt_head_dim", "none")
+DROPOUT_PLACEMENTS = ("outputs", "outputs+hidden+final")
+SWITCHES = ("init_scheme", "attention_scale", "dropout_placement")
+
+
+def with_defaults(config: ModelConfig, defaults: dict[str, str]) -> ModelConfig:
+  """`config` with its unset ('') switches taken from `defaults` (a family's)."""
+  unset = {name: defaults[name] for name in SWITCHES if not getattr(config, name)}
+  return dataclasses.replace(config, **unset) if unset else config

@@ -24,9 +24,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from t5x_lite.data.feature_converters import DecoderFeatureConverter
 from t5x_lite.models import base, layers
 from t5x_lite.models.config import ModelConfig
 from t5x_lite.models.transformer import Stack
+from t5x_lite.partitioning import BATCH, EMBED, LENGTH, VOCAB
 
 Array = jax.Array
 
@@ -48,7 +50,7 @@ class DecoderLM(nn.Module):
   ) -> Array:
     config = self.config
     dtype = layers.compute_dtype(config)
-    inits = layers.family_inits(config)
+    inits = layers.initializers(config)
     tokens = decoder_input_tokens
     if decoder_segment_ids is None:
       decoder_segment_ids = jnp.ones_like(tokens)
@@ -63,10 +65,10 @@ class DecoderLM(nn.Module):
     if config.position == "learned":
       x = x + layers.Embed(
         config.max_length, config.d_model, dtype=dtype, embedding_init=inits["embed"],
-        axes=("length", "embed"), name="position_embedder",
+        axes=(LENGTH, EMBED), name="position_embedder",
       )(decoder_positions)  # fmt: skip
     x = layers.dropout(config, x, deterministic)
-    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
 
     x = Stack(config, config.num_layers, causal=True, name="decoder")(
       x, decoder_segment_ids, decoder_positions, deterministic=deterministic, decode=decode
@@ -75,10 +77,10 @@ class DecoderLM(nn.Module):
       logits = embed.attend(x)
     else:
       logits = layers.DenseGeneral(
-        (config.vocab_size,), ("vocab",), use_bias=False, dtype=dtype,
+        (config.vocab_size,), (VOCAB,), use_bias=False, dtype=dtype,
         kernel_init=inits["head"], name="logits_dense",
       )(x).astype(jnp.float32)  # fmt: skip
-    return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+    return nn.with_logical_constraint(logits, (BATCH, LENGTH, VOCAB))
 
 
 class DecoderModel(base.TargetsLMModel):
@@ -92,13 +94,23 @@ class DecoderModel(base.TargetsLMModel):
     "decoder_positions",
   )
 
+  FEATURE_CONVERTER_CLS = DecoderFeatureConverter
+  generative = True
+  DEFAULT_SWITCHES = {
+    "init_scheme": "gpt2",
+    "attention_scale": "rsqrt_head_dim",
+    "dropout_placement": "outputs",
+  }
+
   def make_module(self) -> nn.Module:
     return DecoderLM(self.config)
 
-  def feature_converter(self, pack: bool = True) -> Any:
-    from t5x_lite.data.feature_converters import DecoderFeatureConverter
+  def flops_per_token(self, seq_len: int | Mapping[str, int]) -> float:
+    """One causal stack over the whole sequence (a prefix LM's inputs + targets)."""
+    return base.single_stack_flops_per_token(self.config, base.sequence_length(seq_len))
 
-    return DecoderFeatureConverter(pack=pack)
+  def hidden_states(self, params: Any, batch: Mapping[str, Array]) -> Array:
+    return self.captured_stack_output(params, batch, "decoder")
 
   def feature_lengths(self, model_feature_lengths: Mapping[str, int]) -> dict[str, int]:
     length = self.stack_length(model_feature_lengths, "decoder", "decoder")

@@ -19,8 +19,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from t5x_lite.data.feature_converters import EncoderFeatureConverter
 from t5x_lite.models import base, layers
 from t5x_lite.models.transformer import Stack
+from t5x_lite.partitioning import BATCH, EMBED, LENGTH, MLP, VOCAB
 
 Array = jax.Array
 
@@ -46,25 +48,25 @@ class BertEncoder(nn.Module):
     x = embed(encoder_input_tokens)  # [batch, length, embed]
     if config.position == "learned":
       x = x + layers.Embed(
-        config.max_length, config.d_model, dtype=dtype, axes=("length", "embed"),
+        config.max_length, config.d_model, dtype=dtype, axes=(LENGTH, EMBED),
         name="position_embedder",
       )(encoder_positions)  # fmt: skip
     if config.type_vocab_size > 0:
       x = x + layers.Embed(
-        config.type_vocab_size, config.d_model, dtype=dtype, axes=(None, "embed"),
+        config.type_vocab_size, config.d_model, dtype=dtype, axes=(None, EMBED),
         name="token_type_embedder",
       )(encoder_token_type_ids)  # fmt: skip
     if config.norm_position == "post":  # BERT normalizes the embeddings
       x = layers.make_norm(config, "embedding_norm")(x)
     x = layers.dropout(config, x, deterministic)
-    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
     x = Stack(config, config.num_layers, causal=False, name="encoder")(
       x, encoder_segment_ids, encoder_positions, deterministic=deterministic
     )
 
     # embed -> embed matrices: the output axis is named 'mlp' (one name may not occur twice).
     dense = lambda name: layers.DenseGeneral(  # noqa: E731
-      (config.d_model,), ("mlp",), in_axes=("embed",), use_bias=config.use_bias, dtype=dtype,
+      (config.d_model,), (MLP,), in_axes=(EMBED,), use_bias=config.use_bias, dtype=dtype,
       name=name,
     )  # fmt: skip
     h = layers.activation_fn(config.activation)(dense("mlm_transform")(x))
@@ -73,13 +75,13 @@ class BertEncoder(nn.Module):
       mlm_logits = embed.attend(h)
     else:
       mlm_logits = layers.DenseGeneral(
-        (config.vocab_size,), ("vocab",), use_bias=False, dtype=dtype, name="mlm_decoder"
+        (config.vocab_size,), (VOCAB,), use_bias=False, dtype=dtype, name="mlm_decoder"
       )(h).astype(jnp.float32)
     mlm_bias = layers.param_with_axes(
-      self, "mlm_bias", nn.initializers.zeros, (config.vocab_size,), ("vocab",)
+      self, "mlm_bias", nn.initializers.zeros, (config.vocab_size,), (VOCAB,)
     )
     outputs = {
-      "mlm_logits": nn.with_logical_constraint(mlm_logits + mlm_bias, ("batch", "length", "vocab"))
+      "mlm_logits": nn.with_logical_constraint(mlm_logits + mlm_bias, (BATCH, LENGTH, VOCAB))
     }
     if config.nsp:
       # The pooler runs at every position (one d x d matmul, ~1/12 of a layer) so that packed
@@ -104,13 +106,31 @@ class EncoderModel(base.BaseModel):
     "nsp_labels",
   )
 
+  FEATURE_CONVERTER_CLS = EncoderFeatureConverter
+  reads_cls = True
+  DEFAULT_SWITCHES = {
+    "init_scheme": "bert",
+    "attention_scale": "rsqrt_head_dim",
+    "dropout_placement": "outputs",
+  }
+
   def make_module(self) -> nn.Module:
     return BertEncoder(self.config)
 
-  def feature_converter(self, pack: bool = True) -> Any:
-    from t5x_lite.data.feature_converters import EncoderFeatureConverter
+  def flops_per_token(self, seq_len: int | Mapping[str, int]) -> float:
+    """One bidirectional stack, plus BERT's MLM head transform (a d x d dense before the tied
+    output); the NSP pooler runs at [CLS] positions only and is not counted."""
+    d = self.config.d_model
+    return base.single_stack_flops_per_token(
+      self.config, base.sequence_length(seq_len), extra_params=d * d
+    )
 
-    return EncoderFeatureConverter(pack=pack)
+  def hidden_states(self, params: Any, batch: Mapping[str, Array]) -> Array:
+    return self.captured_stack_output(params, batch, "encoder")
+
+  def frame_text(self, tokens, vocabulary, length: int) -> list[int]:
+    """[CLS] text [SEP], as `nsp_pairs` / `classification` frame a segment."""
+    return [vocabulary.cls_id] + list(tokens[: length - 2]) + [vocabulary.sep_id]
 
   def feature_lengths(self, model_feature_lengths: Mapping[str, int]) -> dict[str, int]:
     length = self.stack_length(model_feature_lengths, "encoder", "encoder")

@@ -24,9 +24,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from t5x_lite.data.feature_converters import EncDecFeatureConverter
 from t5x_lite.models import base, layers
 from t5x_lite.models.config import ModelConfig
 from t5x_lite.models.transformer import Stack
+from t5x_lite.partitioning import BATCH, EMBED, LENGTH, VOCAB
 
 Array = jax.Array
 
@@ -39,12 +41,12 @@ class EncoderDecoder(nn.Module):
   def setup(self):
     config = self.config
     dtype = layers.compute_dtype(config)
-    inits = layers.family_inits(config)
+    inits = layers.initializers(config)
     self.token_embedder = layers.Embed(
       config.vocab_size, config.d_model, dtype=dtype, embedding_init=inits["embed"]
     )
     if config.position == "learned":
-      position = dict(dtype=dtype, axes=("length", "embed"), embedding_init=layers.normal(0.01))
+      position = dict(dtype=dtype, axes=(LENGTH, EMBED), embedding_init=layers.normal(0.01))
       self.encoder_position_embedder = layers.Embed(config.max_length, config.d_model, **position)
       self.decoder_position_embedder = layers.Embed(config.max_length, config.d_model, **position)
     # A setup-style module must create its submodules here (not inline in encode/decode).
@@ -55,7 +57,7 @@ class EncoderDecoder(nn.Module):
     )
     if not config.tie_embeddings:
       self.logits_dense = layers.DenseGeneral(
-        (config.vocab_size,), ("vocab",), use_bias=False, dtype=dtype, kernel_init=inits["head"]
+        (config.vocab_size,), (VOCAB,), use_bias=False, dtype=dtype, kernel_init=inits["head"]
       )
 
   def encode(
@@ -71,7 +73,7 @@ class EncoderDecoder(nn.Module):
     if self.config.position == "learned":
       x = x + self.encoder_position_embedder(encoder_positions)
     x = self.embedding_dropout(x, deterministic=deterministic)
-    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
     return self.encoder(x, encoder_segment_ids, encoder_positions, deterministic=deterministic)
 
   def decode(
@@ -91,7 +93,7 @@ class EncoderDecoder(nn.Module):
     if config.position == "learned":
       x = x + self.decoder_position_embedder(decoder_positions)
     x = self.embedding_dropout(x, deterministic=deterministic)
-    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
     x = self.decoder(
       x,
       decoder_segment_ids,
@@ -106,7 +108,7 @@ class EncoderDecoder(nn.Module):
       logits = self.token_embedder.attend(x * config.d_model**-0.5)
     else:
       logits = self.logits_dense(x).astype(jnp.float32)
-    return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+    return nn.with_logical_constraint(logits, (BATCH, LENGTH, VOCAB))
 
   def __call__(
     self,
@@ -148,13 +150,54 @@ class EncoderDecoderModel(base.TargetsLMModel):
     "decoder_positions",
   )
 
+  FEATURE_CONVERTER_CLS = EncDecFeatureConverter
+  generative = True
+  encoder_decoder = True
+  DEFAULT_SWITCHES = {
+    "init_scheme": "t5",
+    "attention_scale": "none",
+    "dropout_placement": "outputs+hidden+final",
+  }
+
   def make_module(self) -> nn.Module:
     return EncoderDecoder(self.config)
 
-  def feature_converter(self, pack: bool = True) -> Any:
-    from t5x_lite.data.feature_converters import EncDecFeatureConverter
+  def flops_per_token(self, seq_len: int | Mapping[str, int]) -> float:
+    """Per (inputs + targets) token: FLOPs per example / (Ti + Tt), with `seq_len` =
+    {'inputs': Ti, 'targets': Tt}. Cross-attention k/v run over the encoder tokens, q/o over
+    the decoder tokens."""
+    if not isinstance(seq_len, Mapping) or not {"inputs", "targets"} <= set(seq_len):
+      raise ValueError(
+        "flops_per_token: an encoder-decoder needs lengths "
+        f"{{'inputs': ..., 'targets': ...}}, found {seq_len!r}"
+      )
+    c = self.config
+    d, width = c.d_model, base.attention_width(c)
+    layer_params = base.layer_matmul_params(c)
+    inputs, targets = int(seq_len["inputs"]), int(seq_len["targets"])
+    encoder_layers = c.num_layers
+    decoder_layers = c.num_decoder_layers or c.num_layers
+    # Per example: matmul weights times the tokens they are applied to.
+    weight_token_products = (
+      inputs * encoder_layers * layer_params
+      + targets * decoder_layers * (layer_params + 2 * d * width)  # + cross-attention q, o
+      + inputs * decoder_layers * 2 * d * width  # cross-attention k, v over the encoder tokens
+      + targets * d * c.vocab_size
+    )
+    attention = (
+      12
+      * width
+      * (
+        encoder_layers * inputs * inputs
+        + decoder_layers * targets * targets
+        + decoder_layers * targets * inputs  # cross-attention
+      )
+    )
+    return float(6 * weight_token_products + attention) / (inputs + targets)
 
-    return EncDecFeatureConverter(pack=pack)
+  def hidden_states(self, params: Any, batch: Mapping[str, Array]) -> Array:
+    """The encoder's output (in the compute dtype)."""
+    return self.encode(params, batch)
 
   def feature_lengths(self, model_feature_lengths: Mapping[str, int]) -> dict[str, int]:
     inputs = self.stack_length(model_feature_lengths, "encoder", "encoder_decoder")

@@ -27,7 +27,9 @@ import numpy as np
 from jax import lax
 from jax.ad_checkpoint import checkpoint_name
 
-from t5x_lite.models.config import ModelConfig
+from t5x_lite.models.config import INIT_SCHEMES, ModelConfig
+from t5x_lite.partitioning import BATCH, EMBED, HEADS, KV, LENGTH, VOCAB
+from t5x_lite.partitioning import MLP as MLP_AXIS  # the class MLP below is the layer
 
 Array = jax.Array
 Initializer = Any
@@ -145,7 +147,7 @@ class DenseGeneral(nn.Module):
 
   features: tuple[int, ...]
   out_axes: tuple[str, ...]
-  in_axes: tuple[str, ...] = ("embed",)
+  in_axes: tuple[str, ...] = (EMBED,)
   use_bias: bool = True
   dtype: Any = jnp.float32
   kernel_init: Initializer = normal(0.02)
@@ -171,7 +173,7 @@ class Embed(nn.Module):
   features: int
   dtype: Any = jnp.float32
   embedding_init: Initializer = normal(0.02)
-  axes: tuple[str, str] = ("vocab", "embed")
+  axes: tuple[str, str] = (VOCAB, EMBED)
 
   def setup(self):
     self.embedding = param_with_axes(
@@ -205,10 +207,10 @@ class LayerNorm(nn.Module):
       mean = jnp.mean(x, axis=-1, keepdims=True)
       variance = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
       y = (x - mean) * lax.rsqrt(variance + self.epsilon)
-    scale = param_with_axes(self, "scale", nn.initializers.ones, (features,), ("embed",))
+    scale = param_with_axes(self, "scale", nn.initializers.ones, (features,), (EMBED,))
     y = y * scale
     if not self.rms:
-      y = y + param_with_axes(self, "bias", nn.initializers.zeros, (features,), ("embed",))
+      y = y + param_with_axes(self, "bias", nn.initializers.zeros, (features,), (EMBED,))
     return y.astype(self.dtype)
 
 
@@ -279,7 +281,7 @@ class RelativePositionBias(nn.Module):
     )
     table = param_with_axes(
       self, "rel_embedding", self.embedding_init, (self.num_buckets, self.num_heads),
-      (None, "heads"),
+      (None, HEADS),
     )  # fmt: skip
     bias = jnp.take(table, buckets, axis=0)  # [batch|1, q, k, heads]
     return jnp.transpose(bias, (0, 3, 1, 2)).astype(jnp.float32)
@@ -350,7 +352,7 @@ class MultiHeadAttention(nn.Module):
     heads, depth = config.num_heads, head_dim(config)
     q_init, k_init, v_init, o_init = self.kernel_inits
     projection = functools.partial(
-      DenseGeneral, features=(heads, depth), out_axes=("heads", "kv"), use_bias=config.use_bias,
+      DenseGeneral, features=(heads, depth), out_axes=(HEADS, KV), use_bias=config.use_bias,
       dtype=dtype,
     )  # fmt: skip
     query = projection(kernel_init=q_init, name="query")(inputs_q)  # [batch, q, heads, kv]
@@ -359,9 +361,9 @@ class MultiHeadAttention(nn.Module):
     if config.position == "rope" and positions is not None:
       query = apply_rope(query, positions)
       key = apply_rope(key, positions)
-    query = nn.with_logical_constraint(query, ("batch", "length", "heads", "kv"))
-    key = nn.with_logical_constraint(key, ("batch", "length", "heads", "kv"))
-    value = nn.with_logical_constraint(value, ("batch", "length", "heads", "kv"))
+    query = nn.with_logical_constraint(query, (BATCH, LENGTH, HEADS, KV))
+    key = nn.with_logical_constraint(key, (BATCH, LENGTH, HEADS, KV))
+    value = nn.with_logical_constraint(value, (BATCH, LENGTH, HEADS, KV))
 
     if decode:
       initialized = self.has_variable("cache", "cached_key")
@@ -392,9 +394,9 @@ class MultiHeadAttention(nn.Module):
     out = jnp.einsum(
       "bhqk,bkhd->bqhd", weights.astype(dtype), value, preferred_element_type=jnp.float32
     ).astype(dtype)
-    out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
+    out = nn.with_logical_constraint(out, (BATCH, LENGTH, HEADS, KV))
     return DenseGeneral(
-      features=(config.d_model,), out_axes=("embed",), in_axes=("heads", "kv"),
+      features=(config.d_model,), out_axes=(EMBED,), in_axes=(HEADS, KV),
       use_bias=config.use_bias, dtype=dtype, kernel_init=o_init, name="out",
     )(out)  # fmt: skip
 
@@ -413,31 +415,34 @@ class MLP(nn.Module):
     dense = functools.partial(DenseGeneral, use_bias=config.use_bias, dtype=dtype)
     act = activation_fn(config.activation)
     if config.activation == "gated-gelu":
-      gate = dense((config.d_ff,), ("mlp",), kernel_init=self.wi_init, name="wi_0")(x)
-      linear = dense((config.d_ff,), ("mlp",), kernel_init=self.wi_init, name="wi_1")(x)
+      gate = dense((config.d_ff,), (MLP_AXIS,), kernel_init=self.wi_init, name="wi_0")(x)
+      linear = dense((config.d_ff,), (MLP_AXIS,), kernel_init=self.wi_init, name="wi_1")(x)
       h = act(gate.astype(jnp.float32)).astype(dtype) * linear
     else:
-      h = act(dense((config.d_ff,), ("mlp",), kernel_init=self.wi_init, name="wi")(x))
-    h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
-    if not deterministic and config.dropout_rate > 0 and config.family == "encoder_decoder":
+      h = act(dense((config.d_ff,), (MLP_AXIS,), kernel_init=self.wi_init, name="wi")(x))
+    h = nn.with_logical_constraint(h, (BATCH, LENGTH, MLP_AXIS))
+    if not deterministic and config.dropout_rate > 0 and "hidden" in config.dropout_placement:
       # T5 drops out the hidden activations too (GPT-2 and BERT only the MLP output).
       h = nn.Dropout(config.dropout_rate)(h, deterministic=False)
     return dense(
-      (config.d_model,), ("embed",), in_axes=("mlp",), kernel_init=self.wo_init, name="wo"
+      (config.d_model,), (EMBED,), in_axes=(MLP_AXIS,), kernel_init=self.wo_init, name="wo"
     )(h)
 
 
-def family_inits(config: ModelConfig) -> dict[str, Initializer]:
-  """Initializers of the reference implementations (HF `_init_weights`).
+def initializers(config: ModelConfig) -> dict[str, Initializer]:
+  """Initializers of `config.init_scheme`, as the reference implementations (HF `_init_weights`).
 
-  GPT-2 / BERT: normal(0.02) (GPT-2's residual projections / sqrt(2 * layers)). T5: normal with fan-in scaling, queries additionally by
-  1/sqrt(head_dim) because T5 attention has no 1/sqrt(d) factor, embeddings normal(1).
+  'gpt2' / 'bert': normal(0.02) (GPT-2's residual projections / sqrt(2 * layers)). 't5': normal
+  with fan-in scaling, queries additionally by 1/sqrt(head_dim) because T5 attention has no
+  1/sqrt(d) factor, embeddings normal(1).
   """
-  if config.family != "encoder_decoder":
+  if config.init_scheme not in INIT_SCHEMES:
+    raise ValueError(f"model.init_scheme={config.init_scheme!r}: expected one of {INIT_SCHEMES}")
+  if config.init_scheme != "t5":
     init = normal(0.02)
     # GPT-2 scales the residual output projections by 1/sqrt(2 * layers) (HF `c_proj`).
     residual = (
-      normal(0.02 / math.sqrt(2 * config.num_layers)) if config.family == "decoder" else init
+      normal(0.02 / math.sqrt(2 * config.num_layers)) if config.init_scheme == "gpt2" else init
     )
     return dict(q=init, k=init, v=init, o=residual, wi=init, wo=residual, embed=init, head=init)
   depth = head_dim(config)

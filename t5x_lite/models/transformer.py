@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from t5x_lite.models import layers
 from t5x_lite.models.config import ModelConfig
+from t5x_lite.partitioning import BATCH, EMBED, LAYERS, LENGTH
 
 Array = jax.Array
 
@@ -55,9 +56,9 @@ class Block(nn.Module):
   ) -> tuple[Array, None]:
     """x [batch, length, embed]; biases [batch|1, heads|1, q_len, k_len] additive float32."""
     config = self.config
-    inits = layers.family_inits(config)
+    inits = layers.initializers(config)
     kernel_inits = (inits["q"], inits["k"], inits["v"], inits["o"])
-    scale = config.family != "encoder_decoder"  # T5 has no 1/sqrt(head_dim)
+    scale = config.attention_scale == "rsqrt_head_dim"  # T5: 'none' (folded into the init)
     pre = config.norm_position == "pre"
     deterministic = self.deterministic
 
@@ -89,7 +90,7 @@ class Block(nn.Module):
       "mlp",
       lambda h: layers.MLP(config, inits["wi"], inits["wo"], name="mlp")(h, deterministic),
     )
-    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
     return x, None
 
 
@@ -142,7 +143,7 @@ class Stack(nn.Module):
         config.relative_max_distance,
         config.num_heads,
         bidirectional=not self.causal,
-        embedding_init=layers.family_inits(config)["embed"],
+        embedding_init=layers.initializers(config)["embed"],
         name="relative_position_bias",
       )(query_positions, jnp.arange(key_length)[None])
       self_bias = relative if self_bias is None else self_bias + relative
@@ -168,7 +169,7 @@ class Stack(nn.Module):
         split_rngs={"params": True, "dropout": True},
         in_axes=(nn.broadcast,) * len(args),
         length=self.num_layers,
-        metadata_params={nn.PARTITION_NAME: "layers"},
+        metadata_params={nn.PARTITION_NAME: LAYERS},
       )
       x, _ = scanned(
         config, self.causal, self.cross_attention, deterministic, decode, name="layers"
@@ -179,7 +180,7 @@ class Stack(nn.Module):
 
     if config.norm_position == "pre":
       x = layers.make_norm(config, "final_norm")(x)
-      if config.family == "encoder_decoder":  # T5 drops out after the final norm; GPT-2 not
+      if "final" in config.dropout_placement:  # T5 drops out after the final norm; GPT-2 not
         x = layers.dropout(config, x, deterministic)
     return x
 

@@ -18,7 +18,6 @@ import os
 from typing import Any
 
 import jax
-import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from t5x_lite import checkpoints
@@ -30,18 +29,6 @@ class InitFromError(checkpoints.CheckpointError):
 
 def _flat(tree: Any) -> dict[str, Any]:
   return {"/".join(k): v for k, v in traverse_util.flatten_dict(tree).items()}
-
-
-def saved_param_shapes(source: checkpoints.Checkpointer, step: int) -> dict[str, tuple[int, ...]]:
-  """{path: shape} of the params stored at `step` (metadata only, nothing is read)."""
-  path = os.path.join(source.directory, str(step), "state")
-  with checkpoints._quiet_absl():
-    metadata = ocp.PyTreeCheckpointer().metadata(path)
-  tree = getattr(metadata, "item_metadata", metadata)
-  tree = getattr(tree, "tree", tree)
-  if "params" not in tree:
-    raise InitFromError(f"{path} holds no 'params' (found {sorted(tree)})")
-  return {name: tuple(leaf.shape) for name, leaf in _flat(tree["params"]).items()}
 
 
 def match(
@@ -114,7 +101,7 @@ def load(params: Any, path: str, param_shardings: Any, vocabulary=None) -> Any:
     check_vocabulary(source, step, path, vocabulary)
   target_flat = _flat(params)
   loaded, initialized, ignored = match(
-    {k: v.shape for k, v in target_flat.items()}, saved_param_shapes(source, step), path
+    {k: v.shape for k, v in target_flat.items()}, source.saved_param_shapes(step), path
   )
   shardings = _flat(param_shardings)
   abstract = traverse_util.unflatten_dict(

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from t5x_lite import partitioning
+from t5x_lite.partitioning import BATCH, LENGTH
 from t5x_lite.training.state import TrainState
 
 Metrics = dict[str, tuple[jax.Array, jax.Array]]
@@ -56,7 +57,7 @@ def compute_gradients(model, params, batch, rng, microbatches: int, rules) -> tu
     return grads, metrics
 
   split = _split_microbatches(batch, microbatches)
-  batch_sharding_names = ("batch", "length")
+  batch_sharding_names = (BATCH, LENGTH)
 
   def constrain(x):
     names = batch_sharding_names[: x.ndim] + (None,) * max(0, x.ndim - 2)

@@ -1,4 +1,5 @@
-"""metrics.py: JSONL lines, TensorBoard events, model FLOPs, device peaks, the progress line."""
+"""reporting.py (JSONL lines, TensorBoard events, device peaks, the progress line) and the
+models' own FLOPs per token."""
 
 import io
 import json
@@ -9,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from t5x_lite import metrics
+from t5x_lite import reporting
+from t5x_lite.models import build_model
 from t5x_lite.models.config import ModelConfig
 
 # ---------------------------------------------------------------------------------------------
@@ -18,12 +20,12 @@ from t5x_lite.models.config import ModelConfig
 
 @pytest.fixture
 def frozen_time(monkeypatch):
-  monkeypatch.setattr(metrics.time, "time", lambda: 1700000000.5)
+  monkeypatch.setattr(reporting.time, "time", lambda: 1700000000.5)
 
 
 def test_jsonl_lines_are_exact(tmp_path, frozen_time):
   workdir = tmp_path / "run"  # created by the writer
-  with metrics.MetricsWriter(str(workdir)) as writer:
+  with reporting.MetricsWriter(str(workdir)) as writer:
     writer.write(
       10, {"loss": np.float32(2.5), "tokens": np.int64(4096), "accuracy": jnp.array(0.25)}
     )
@@ -39,7 +41,7 @@ def test_jsonl_lines_are_exact(tmp_path, frozen_time):
 
 def test_reopened_writer_appends(tmp_path, frozen_time):
   for step in (1, 2):
-    writer = metrics.MetricsWriter(str(tmp_path))
+    writer = reporting.MetricsWriter(str(tmp_path))
     writer.write(step, {"loss": float(step)})
     writer.close()
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -47,7 +49,7 @@ def test_reopened_writer_appends(tmp_path, frozen_time):
 
 
 def test_disabled_writer_writes_nothing(tmp_path):
-  writer = metrics.MetricsWriter(str(tmp_path / "run"), enabled=False)
+  writer = reporting.MetricsWriter(str(tmp_path / "run"), enabled=False)
   writer.write(1, {"loss": 1.0})
   writer.close()
   assert not (tmp_path / "run").exists()
@@ -58,11 +60,11 @@ def test_unwritable_workdir_names_the_path(tmp_path):
   blocker.write_text("not a directory")
   workdir = blocker / "run"  # fails even as root: the parent is a file
   with pytest.raises(OSError, match=r"cannot write metrics to .*a_file/run/metrics\.jsonl"):
-    metrics.MetricsWriter(str(workdir))
+    reporting.MetricsWriter(str(workdir))
 
 
 def test_non_numeric_metric_names_the_metric(tmp_path):
-  with metrics.MetricsWriter(str(tmp_path)) as writer:
+  with reporting.MetricsWriter(str(tmp_path)) as writer:
     with pytest.raises(ValueError, match=r"metric 'eval/name'='abc': expected a number"):
       writer.write(1, {"name": "abc"}, prefix="eval/")
 
@@ -84,7 +86,7 @@ def _read_event_scalars(path):
 
 def test_tensorboard_event_file_holds_the_scalars(tmp_path):
   pytest.importorskip("tensorboardX")
-  with metrics.MetricsWriter(str(tmp_path)) as writer:
+  with reporting.MetricsWriter(str(tmp_path)) as writer:
     writer.write(5, {"loss": 2.25})
     writer.write(5, {"loss": 3.5}, prefix="eval/")
   (event_file,) = os.listdir(tmp_path / "tensorboard")
@@ -106,8 +108,8 @@ def test_flops_per_token_gpt2_small_by_hand():
   # Per layer: q, k, v, o 4·768·768 = 2,359,296 + MLP 2·768·3072 = 4,718,592 -> 7,077,888;
   # x12 = 84,934,656; output projection 768·50257 = 38,597,376; N = 123,532,032.
   # 6N = 741,192,192; attention 12·12 layers·1024 tokens·768 = 113,246,208.
-  assert metrics.model_flops_per_token(GPT2_SMALL, 1024) == 854_438_400
-  assert metrics.model_flops_per_token(GPT2_SMALL, {"targets": 1024}) == 854_438_400
+  assert build_model(GPT2_SMALL).flops_per_token(1024) == 854_438_400
+  assert build_model(GPT2_SMALL).flops_per_token({"targets": 1024}) == 854_438_400
 
 
 def test_flops_per_token_encoder_and_gated_head_dim():
@@ -120,7 +122,7 @@ def test_flops_per_token_encoder_and_gated_head_dim():
   params = 2 * layer + 64 * 64 + 64 * 1000  # + MLM transform + output = 231,936
   expected = 6 * params + 12 * 2 * 128 * 100
   assert expected == 1_698_816
-  assert metrics.model_flops_per_token(config, 100) == expected
+  assert build_model(config).flops_per_token(100) == expected
 
 
 def test_flops_per_token_encoder_decoder_by_hand():
@@ -134,24 +136,26 @@ def test_flops_per_token_encoder_decoder_by_hand():
   attention = 12 * 8 * (2 * 10 * 10 + 1 * 4 * 4 + 1 * 4 * 10)  # 24,576
   expected = (6 * weights + attention) / 14
   assert expected == pytest.approx(128_256 / 14)
-  assert metrics.model_flops_per_token(config, {"inputs": 10, "targets": 4}) == expected
-  with pytest.raises(ValueError, match="encoder_decoder.*'inputs'"):
-    metrics.model_flops_per_token(config, 10)
+  assert build_model(config).flops_per_token({"inputs": 10, "targets": 4}) == expected
+  with pytest.raises(ValueError, match="encoder-decoder.*'inputs'"):
+    build_model(config).flops_per_token(10)
 
 
 def test_peak_flops_per_device():
-  assert metrics.peak_flops_per_device("bfloat16") is None  # tests run on CPU
-  assert metrics.peak_flops_per_device("float32", override=1.5e11) == 1.5e11
-  assert metrics.peak_flops_per_device("bf16", device_kind="TPU v4") == 275e12
-  assert metrics.peak_flops_per_device(jnp.bfloat16, device_kind="TPU v5 lite") == 197e12
-  assert metrics.peak_flops_per_device("bfloat16", device_kind="TPU v5") == 459e12
-  assert metrics.peak_flops_per_device("bfloat16", device_kind="TPU v6 lite") == 918e12
-  assert metrics.peak_flops_per_device("bfloat16", device_kind="NVIDIA H100 80GB HBM3") == 989.4e12
-  assert metrics.peak_flops_per_device(np.float32, device_kind="NVIDIA H100 PCIe") == 378e12
-  assert metrics.peak_flops_per_device("float32", device_kind="NVIDIA A100-SXM4-40GB") == 156e12
-  assert metrics.peak_flops_per_device("bfloat16", device_kind="Some Future Chip") is None
+  assert reporting.peak_flops_per_device("bfloat16") is None  # tests run on CPU
+  assert reporting.peak_flops_per_device("float32", override=1.5e11) == 1.5e11
+  assert reporting.peak_flops_per_device("bf16", device_kind="TPU v4") == 275e12
+  assert reporting.peak_flops_per_device(jnp.bfloat16, device_kind="TPU v5 lite") == 197e12
+  assert reporting.peak_flops_per_device("bfloat16", device_kind="TPU v5") == 459e12
+  assert reporting.peak_flops_per_device("bfloat16", device_kind="TPU v6 lite") == 918e12
+  assert (
+    reporting.peak_flops_per_device("bfloat16", device_kind="NVIDIA H100 80GB HBM3") == 989.4e12
+  )
+  assert reporting.peak_flops_per_device(np.float32, device_kind="NVIDIA H100 PCIe") == 378e12
+  assert reporting.peak_flops_per_device("float32", device_kind="NVIDIA A100-SXM4-40GB") == 156e12
+  assert reporting.peak_flops_per_device("bfloat16", device_kind="Some Future Chip") is None
   with pytest.raises(ValueError, match="expected bfloat16 or float32"):
-    metrics.peak_flops_per_device("int8", device_kind="TPU v4")
+    reporting.peak_flops_per_device("int8", device_kind="TPU v4")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,7 +172,7 @@ class FakeClock:
 
 def test_progress_line_is_formatted_from_the_window():
   clock, stream = FakeClock(), io.StringIO()
-  progress = metrics.ProgressLogger(
+  progress = reporting.ProgressLogger(
     300, 0, True, tokens_per_step=840, flops_per_token=1e6, peak_flops=2100e6 / 0.41,
     use_bar=False, stream=stream, clock=clock,
   )  # fmt: skip
@@ -192,7 +196,7 @@ def test_progress_line_is_formatted_from_the_window():
 
 def test_progress_window_forgets_old_steps():
   clock = FakeClock()
-  progress = metrics.ProgressLogger(1000, 0, True, window=2, use_bar=False,
+  progress = reporting.ProgressLogger(1000, 0, True, window=2, use_bar=False,
                                     stream=io.StringIO(), clock=clock)  # fmt: skip
   for step, now in ((1, 100.0), (11, 110.0), (21, 112.0)):
     clock.now = now
@@ -203,22 +207,22 @@ def test_progress_window_forgets_old_steps():
 
 
 def test_progress_other_processes_print_nothing(capsys):
-  progress = metrics.ProgressLogger(10, 0, is_main_process=False, use_bar=False)
+  progress = reporting.ProgressLogger(10, 0, is_main_process=False, use_bar=False)
   progress.update(1, {"loss": 1.0})
   progress.write("eval loss 1.0")
   assert capsys.readouterr() == ("", "")
 
 
 def test_format_helpers():
-  assert metrics.format_count(2134.5) == "2.1k"
-  assert metrics.format_count(123_456) == "123k"
-  assert metrics.format_count(3.2e6) == "3.2M"
-  assert metrics.format_count(42.0) == "42.0"
-  assert metrics.format_duration(9.4) == "9s"
-  assert metrics.format_duration(72) == "1m12s"
-  assert metrics.format_duration(3725) == "1h02m"
+  assert reporting.format_count(2134.5) == "2.1k"
+  assert reporting.format_count(123_456) == "123k"
+  assert reporting.format_count(3.2e6) == "3.2M"
+  assert reporting.format_count(42.0) == "42.0"
+  assert reporting.format_duration(9.4) == "9s"
+  assert reporting.format_duration(72) == "1m12s"
+  assert reporting.format_duration(3725) == "1h02m"
   assert (
-    metrics.format_scalars({"loss": 1.0, "z_loss": 0.0012345}) == "loss 1.000 | z_loss 0.001234"
+    reporting.format_scalars({"loss": 1.0, "z_loss": 0.0012345}) == "loss 1.000 | z_loss 0.001234"
   )
 
 
@@ -239,7 +243,7 @@ def plot_metrics():
 
 def _resumed_run(tmp_path):
   """A run logged to step 30, killed, resumed from step 20: steps 20-30 are logged twice."""
-  with metrics.MetricsWriter(str(tmp_path)) as writer:
+  with reporting.MetricsWriter(str(tmp_path)) as writer:
     for step, loss in ((10, 4.0), (20, 3.0), (30, 2.9)):
       writer.write(step, {"loss": loss, "learning_rate": 1e-3})
     writer.write(20, {"loss": 3.1}, prefix="eval/")

@@ -1,4 +1,4 @@
-"""Metrics: a JSONL + TensorBoard writer, model FLOPs, device peaks, and the console progress line.
+"""Reporting: a JSONL + TensorBoard writer, device peaks, and the console progress line.
 
 Only process 0 writes (`MetricsWriter(workdir, enabled=jax.process_index() == 0)`).
 
@@ -8,8 +8,8 @@ step can appear twice; readers keep the last line per step (tools/plot_metrics.p
 TensorBoard event files go to `workdir/tensorboard` when `tensorboardX` is installed (it needs
 no TensorFlow; a `gs://` workdir also needs `google-cloud-storage`).
 
-MFU = model FLOPs per second / (peak FLOPs per device x devices). Model FLOPs count the work
-the model needs, not what the step executes: rematerialization is not counted (PaLM, App. B).
+MFU = model FLOPs per second / (peak FLOPs per device x devices). Model FLOPs are the model's
+own fact (`BaseModel.flops_per_token`, PaLM accounting); the device peaks are here.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 import numpy as np
-
-from t5x_lite.models.config import ModelConfig
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -161,82 +159,6 @@ def _tensorboard_writer(logdir: str):
 
 
 # ---------------------------------------------------------------------------------------------
-# Model FLOPs.
-
-
-def _inner_width(config: ModelConfig) -> int:
-  """num_heads x head_dim: the width of q, k, v (head_dim 0 means d_model // num_heads)."""
-  head_dim = config.head_dim or config.d_model // config.num_heads
-  return config.num_heads * head_dim
-
-
-def _mlp_params(config: ModelConfig) -> int:
-  # gated: wi_0, wi_1 and wo; otherwise wi and wo.
-  matrices = 3 if config.activation.startswith("gated") else 2
-  return matrices * config.d_model * config.d_ff
-
-
-def model_flops_per_token(model_config: ModelConfig, seq_len: int | Mapping[str, int]) -> float:
-  """Training FLOPs (forward + backward) per token, PaLM accounting (Chowdhery et al. 2022, App. B).
-
-  FLOPs = 6·N + 12·L·(num_heads·head_dim)·T per token, where N counts the weights of every matmul
-  applied per token (q, k, v, o, the MLP, BERT's MLM transform, and the output projection onto
-  the vocabulary, tied or not), but not embedding lookups, position embeddings, biases, norms or
-  BERT's NSP pooler (needed at [CLS] positions only);
-  the second term is the attention scores and the weighted sum (QKᵀ and AV, 2·T·width each,
-  x3 for the backward pass). As in PaLM, causal masking is not discounted.
-
-  `seq_len`: the model's sequence length for 'decoder' and 'encoder' (an int, or a dict of task
-  feature lengths whose sum it is: prefix LM packs inputs and targets into one sequence); for 'encoder_decoder' a dict {'inputs': encoder length, 'targets': decoder length},
-  and "per token" then means per (inputs + targets) token: FLOPs per example / (Ti + Tt).
-  Cross-attention k/v run over the encoder tokens, q/o over the decoder tokens.
-  """
-  c = model_config
-  d, width, vocab = c.d_model, _inner_width(c), c.vocab_size
-  attention_params = 4 * d * width
-  layer_params = attention_params + _mlp_params(c)
-  output_params = d * vocab
-
-  if c.family in ("decoder", "encoder"):
-    # A decoder-only model sees inputs and targets concatenated (prefix LM).
-    length = sum(map(int, seq_len.values())) if isinstance(seq_len, Mapping) else int(seq_len)
-    params = c.num_layers * layer_params + output_params
-    if c.family == "encoder":
-      params += d * d  # BERT's MLM head transform (dense d x d before the tied output)
-    return float(6 * params + 12 * c.num_layers * width * length)
-
-  if c.family != "encoder_decoder":
-    raise ValueError(
-      f"model.family={c.family!r}: expected 'decoder', 'encoder' or 'encoder_decoder'"
-    )
-  if not isinstance(seq_len, Mapping) or not {"inputs", "targets"} <= set(seq_len):
-    raise ValueError(
-      "model_flops_per_token: family 'encoder_decoder' needs lengths "
-      f"{{'inputs': ..., 'targets': ...}}, found {seq_len!r}"
-    )
-  inputs, targets = int(seq_len["inputs"]), int(seq_len["targets"])
-  encoder_layers = c.num_layers
-  decoder_layers = c.num_decoder_layers or c.num_layers
-  # Per example: matmul weights times the tokens they are applied to.
-  weight_token_products = (
-    inputs * encoder_layers * layer_params
-    + targets * decoder_layers * (layer_params + 2 * d * width)  # + cross-attention q, o
-    + inputs * decoder_layers * 2 * d * width  # cross-attention k, v over the encoder tokens
-    + targets * output_params
-  )
-  attention = (
-    12
-    * width
-    * (
-      encoder_layers * inputs * inputs
-      + decoder_layers * targets * targets
-      + decoder_layers * targets * inputs  # cross-attention
-    )
-  )
-  return float(6 * weight_token_products + attention) / (inputs + targets)
-
-
-# ---------------------------------------------------------------------------------------------
 # Device peaks.
 
 # Dense peak FLOP/s per jax device, (bfloat16, float32). Patterns are matched in order against
@@ -368,7 +290,7 @@ class ProgressLogger:
   `window` such points: the compile never enters the rate, so the first line has none.
 
   `tokens_per_step` (global batch x tokens per example), `flops_per_token`
-  (`model_flops_per_token`) and `peak_flops` (peak per device x number of devices) are
+  (`BaseModel.flops_per_token`) and `peak_flops` (peak per device x number of devices) are
   optional; without them the line omits tok/s and MFU.
   """
 

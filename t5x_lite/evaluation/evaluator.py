@@ -1,0 +1,130 @@
+"""Evaluation over a held-out stream: the loop's summed metrics, and the task's own metrics.
+
+evaluate(eval_step, params, config, make_stream, batch_sharding, num_batches)
+    loss, perplexity, accuracy, ... summed as (numerator, denominator) over `num_batches`
+    batches of a fresh (deterministic) stream: used by the training loop at every evaluation
+    and by `evaluate_checkpoint`, so their numbers agree.
+task_metric_results(model, params, config, vocabulary, make_stream, num_batches, task_name)
+    the Task's metric functions (`Task.metric_fns`, seqio's fn(targets, predictions)) on its
+    predictions: label names for classifiers, greedy decodings for generative models.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+
+from t5x_lite import decoding, partitioning
+from t5x_lite.data import pipeline
+from t5x_lite.data.sharded_stream import HostBatchStream
+from t5x_lite.training import step as step_lib
+
+
+def evaluate(
+  eval_step, params, config, make_stream, batch_sharding, num_batches: int
+) -> dict[str, float]:
+  """Summed metrics over `num_batches` held-out batches from a fresh (deterministic) stream."""
+  stream = make_stream()
+  total = None
+  for _ in range(num_batches):
+    batch = partitioning.make_global_batch(next(stream), batch_sharding)
+    total = step_lib.accumulate(total, eval_step(params, batch))
+  results = {name: n / d if d else float("nan") for name, (n, d) in total.items()}
+  if "loss" in results:
+    results["perplexity"] = float(np.exp(min(results["loss"], 50.0)))
+  if not config.model.z_loss:
+    results.pop("z_loss", None)
+  return results
+
+
+# ---------------------------------------------------------------------------------------------
+# The task's metric functions on predictions.
+
+
+def task_metric_results(
+  model, params, config, vocabulary, make_stream, num_batches: int, task_name: str
+) -> dict[str, float]:
+  """The task's metric functions (accuracy, F1, exact match, ROUGE-L, ...) on its predictions,
+  as {'task/<name>': value, 'num_examples': n}; {} when the task has none. Also run by the
+  training loop at every evaluation."""
+  entry = pipeline.get_task(config, task_name)
+  metric_fns = tuple(getattr(entry, "metric_fns", ()) or ())
+  if not metric_fns:
+    return {}
+  pairs = _predictions(
+    model, params, config, vocabulary, make_stream, num_batches, getattr(entry, "labels", None)
+  )
+  results = {}
+  for fn in metric_fns:
+    # 'task/' keeps them apart from the loop's metrics ('accuracy' is a token accuracy there).
+    results.update({f"task/{k}": float(v) for k, v in fn(*pairs).items()})
+  results["num_examples"] = len(pairs[0])
+  return results
+
+
+def _predictions(model, params, config, vocabulary, make_stream, num_batches, labels):
+  """(targets, predictions) over `num_batches` validation batches for the metric functions."""
+  truth, predicted = [], []
+  if config.model.head:
+    stream = make_stream()
+    for _ in range(num_batches):
+      t, p = _classifier_pairs(model, params, next(stream), labels)
+      truth += t
+      predicted += p
+    return truth, predicted
+  # Generation needs one example per row: an unpacked stream of the same split.
+  unpacked = HostBatchStream(
+    config, vocabulary, model.feature_converter(False), split="validation",
+    num_shards=config.data.num_shards or 1, process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )  # fmt: skip
+  lengths = dict(config.data.feature_lengths)
+  max_new = int(lengths.get("targets", max(lengths.values())))
+  for _ in range(num_batches):
+    t, p = _generation_pairs(model, params, next(unpacked), vocabulary, max_new)
+    truth += t
+    predicted += p
+  return truth, predicted
+
+
+def _classifier_pairs(model, params, batch, labels) -> tuple[list[str], list[str]]:
+  """(target label names, predicted label names) at every classified position of `batch`."""
+  log_probs = np.asarray(jax.device_get(_jitted(model, "classify")(params, batch)))
+  weights = np.asarray(jax.device_get(batch["classification_loss_weights"])) > 0
+  truth = np.asarray(jax.device_get(batch["classification_labels"]))[weights]
+  predicted = log_probs.argmax(-1)[weights]
+  name = (lambda i: labels[i]) if labels else str
+  return [name(int(i)) for i in truth], [name(int(i)) for i in predicted]
+
+
+@functools.cache
+def _jitted(model, method: str):
+  return jax.jit(getattr(model, method))
+
+
+def _generation_pairs(model, params, batch, vocabulary, max_new_tokens: int):
+  """(target texts, greedy predictions) of the examples of an unpacked batch."""
+  eos = vocabulary.eos_id
+  targets = np.asarray(batch["decoder_target_tokens"])
+  weights = np.asarray(batch["decoder_loss_weights"]) > 0
+  if model.encoder_decoder:
+    inputs = np.asarray(batch["encoder_input_tokens"])
+    prompts = [row[row > 0].tolist() for row in inputs]
+    target_ids = [row[w].tolist() for row, w in zip(targets, weights)]
+  else:  # prompt (loss weight 0) -> completion (loss weight 1), unpacked rows
+    prompts, target_ids = [], []
+    for row, w in zip(targets, weights):
+      length = int(np.sum(row > 0))
+      prompts.append(row[:length][~w[:length]].tolist())
+      target_ids.append(row[:length][w[:length]].tolist())
+  keep = [i for i, (p, t) in enumerate(zip(prompts, target_ids)) if p and t]
+  if not keep:
+    return [], []
+  generated = decoding.generate_ids(
+    model, params, [prompts[i] for i in keep], max_new_tokens=max_new_tokens, eos_id=eos
+  )
+  truth = [vocabulary.decode(decoding.strip_after_eos(target_ids[i], eos)) for i in keep]
+  predicted = [vocabulary.decode(decoding.strip_after_eos(row, eos)) for row in generated]
+  return truth, predicted

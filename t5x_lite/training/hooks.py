@@ -1,0 +1,155 @@
+"""The periodic actions of the training loop, as hooks (levanter's `add_hook(fn, every=N)`).
+
+After every step the loop calls `hooks(step, state, step_metrics)`: each hook acts when its step
+comes and may return a `StopReason` to end the run. Order matters and is the order of the list:
+the non-finite check, logging, evaluation, checkpointing, preemption.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from t5x_lite import checkpoints, decoding, reporting
+from t5x_lite.training import step as step_lib
+
+
+class StopReason(enum.Enum):
+  """Why the loop ended."""
+
+  COMPLETED = "completed"  # train.steps reached
+  PREEMPTED = "preempted"  # SIGTERM: saved, exit 0, rerun to resume
+  NONFINITE = "nonfinite"  # a non-finite loss or gradient under train.nonfinite='stop'
+
+
+Hook = Callable[[int, Any, dict], "StopReason | None"]
+
+
+class Hooks:
+  """Runs hooks in order after each step; the first StopReason ends the run."""
+
+  def __init__(self, hooks: Sequence[Hook]):
+    self.hooks = list(hooks)
+    self.message = ""  # why the run stopped early, for the log and the error
+
+  def __call__(self, step: int, state: Any, metrics: dict) -> StopReason | None:
+    for hook in self.hooks:
+      reason = hook(step, state, metrics)
+      if reason is not None:
+        self.message = getattr(hook, "message", "")
+        return reason
+    return None
+
+
+def format_scalars(scalars: dict[str, float]) -> str:
+  return " | ".join(f"{k} {v:.4g}" for k, v in sorted(scalars.items()))
+
+
+class StopOnNonfinite:
+  """`train.nonfinite='stop'`: one small device->host copy per step; the update was not applied."""
+
+  def __init__(self, checkpointer: checkpoints.Checkpointer):
+    self.checkpointer = checkpointer
+    self.message = ""
+
+  def __call__(self, step: int, state: Any, metrics: dict) -> StopReason | None:
+    if bool(jax.device_get(metrics["finite"][0])):
+      return None
+    self.message = (
+      f"non-finite loss or gradient at step {step}; stopping "
+      f"(config.train.nonfinite='stop'). The update was not applied; the last "
+      f"checkpoint is step {self.checkpointer.latest_step()}"
+    )
+    return StopReason.NONFINITE
+
+
+class LogMetrics:
+  """Every `every` steps (and the last): the mean of the steps' metrics since the last log, to
+  the writer and the progress line. Metrics stay on device until then (no sync per step)."""
+
+  def __init__(
+    self,
+    every: int,
+    total_steps: int,
+    writer: reporting.MetricsWriter,
+    progress: reporting.ProgressLogger,
+    keep_z_loss: bool,
+  ):
+    self.every, self.total_steps = every, total_steps
+    self.writer, self.progress, self.keep_z_loss = writer, progress, keep_z_loss
+    self.pending: list[dict] = []
+
+  def __call__(self, step: int, state: Any, metrics: dict) -> None:
+    self.pending.append(metrics)
+    if step % self.every and step != self.total_steps:
+      self.progress.update(step)
+      return
+    fetched = [step_lib.finalize_metrics(m) for m in self.pending]
+    scalars = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
+    scalars.pop("finite", None)
+    if not self.keep_z_loss:
+      scalars.pop("z_loss", None)
+    scalars["skipped_steps"] = int(jax.device_get(state.skipped_steps))
+    rates = self.progress.update(step, scalars)
+    self.writer.write(step, {**scalars, **rates}, prefix="train/")
+    self.pending = []
+
+
+class Evaluate:
+  """Every `every` steps before the last (the loop evaluates at the end itself)."""
+
+  def __init__(
+    self,
+    every: int,
+    total_steps: int,
+    run_eval: Callable[[Any], dict[str, float]],
+    writer: reporting.MetricsWriter,
+    progress: reporting.ProgressLogger,
+  ):
+    self.every, self.total_steps, self.run_eval = every, total_steps, run_eval
+    self.writer, self.progress = writer, progress
+
+  def __call__(self, step: int, state: Any, metrics: dict) -> None:
+    if not self.every or step % self.every or step >= self.total_steps:
+      return
+    results = self.run_eval(state.params)
+    self.writer.write(step, results, prefix="eval/")
+    self.progress.write(f"eval at step {step}: " + format_scalars(results))
+
+
+class SaveCheckpoint:
+  """Every `every` steps before the last (the loop saves the last step itself)."""
+
+  def __init__(self, every: int, total_steps: int, save: Callable[[int, Any], None]):
+    self.every, self.total_steps, self.save = every, total_steps, save
+
+  def __call__(self, step: int, state: Any, metrics: dict) -> None:
+    if step % self.every == 0 and step < self.total_steps:
+      self.save(step, state)
+
+
+class StopOnPreemption:
+  """SIGTERM seen (on any process): stop after this step; the loop saves."""
+
+  def __init__(self, preemption):
+    self.preemption = preemption
+    self.message = ""
+
+  def __call__(self, step: int, state: Any, metrics: dict) -> StopReason | None:
+    if not self.preemption.should_stop(step):
+      return None
+    self.message = f"preempted (SIGTERM) at step {step}: checkpoint saved, exiting cleanly"
+    return StopReason.PREEMPTED
+
+
+def print_sample(model, params, vocabulary, prompt: str, max_new_tokens: int) -> str:
+  """The end-of-run greedy sample of a generative model, printed and returned."""
+  text = decoding.generate_text(
+    model, params, vocabulary, [prompt], max_new_tokens=max_new_tokens, temperature=0.0
+  )[0]
+  print(f"sample (greedy): {prompt!r} -> {text!r}", flush=True)
+  return text
