@@ -95,24 +95,73 @@ def test_mlm_selection_rates_and_special_tokens():
   assert (masked[~selected] == original[~selected]).all()
 
 
-def test_nsp_pairs_structure_and_balance():
-  rng = np.random.default_rng(2)
-  # Document d is made of the token 3 + d only, so a segment names its document.
-  rows = [np.full(rng.integers(60, 3000), 3 + d) for d in range(250)]
-  out = ob.nsp_pairs(_examples(rows), Context(VOCAB, {"inputs": 64}))
-  labels = out["nsp_label"]
-  assert len(labels) > 4000
-  assert abs(labels.mean() - 0.5) <= 0.02
-  for i in range(300):
-    tokens, types = out["inputs"].row(i), out["token_type_ids"].row(i)
-    assert len(tokens) <= 64 and tokens[0] == VOCAB.cls_id and tokens[-1] == VOCAB.sep_id
-    first_sep = int(np.flatnonzero(tokens == VOCAB.sep_id)[0])
-    a, b = tokens[1:first_sep], tokens[first_sep + 1 : -1]
-    assert len(set(a)) == 1 and len(set(b)) == 1
-    assert (a[0] == b[0]) == (labels[i] == 0)
-    np.testing.assert_array_equal(
-      types, [0] * (first_sep + 1) + [1] * (len(tokens) - first_sep - 1)
+PERIOD = 3 + ord(".")  # the byte vocabulary's '.' ends a sentence
+LETTERS = [3 + ord(c) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"]
+
+
+def _sentence_documents(count, sentences, length, seed):
+  """Document d (< 52): sentences of one letter's token each ended by '.': the token names d."""
+  rng = np.random.default_rng(seed)
+  return [
+    np.concatenate(
+      [
+        np.append(np.full(rng.integers(*length), LETTERS[d]), PERIOD)
+        for _ in range(rng.integers(*sentences))
+      ]
     )
+    for d in range(count)
+  ]
+
+
+def _split_pair(tokens):
+  first_sep = int(np.flatnonzero(tokens == VOCAB.sep_id)[0])
+  return tokens[1:first_sep], tokens[first_sep + 1 : -1]
+
+
+def test_nsp_pairs_follow_bert_create_instances_from_document():
+  documents = _sentence_documents(52, (30, 90), (3, 12), seed=2)
+  out = ob.nsp_pairs(_examples(documents), Context(VOCAB, {"inputs": 128}))
+  labels, inputs = out["nsp_label"], out["inputs"]
+  assert len(labels) > 300
+  # BERT's rate: random B with probability 1/2, and always when the chunk is one sentence.
+  assert 0.45 <= labels.mean() <= 0.6
+  first_seps = []
+  for i in range(len(labels)):
+    tokens, types = inputs.row(i), out["token_type_ids"].row(i)
+    assert len(tokens) <= 128 and tokens[0] == VOCAB.cls_id and tokens[-1] == VOCAB.sep_id
+    a, b = _split_pair(tokens)
+    assert len(a) >= 1 and len(b) >= 1
+    owner_a, owner_b = set(a[a != PERIOD]), set(b[b != PERIOD])
+    assert len(owner_a) == 1 and len(owner_b) == 1
+    assert (owner_a == owner_b) == (labels[i] == 0)  # true next: same document
+    np.testing.assert_array_equal(types, [0] * (len(a) + 2) + [1] * (len(b) + 1))
+    first_seps.append(len(a) + 1)
+  # A random split point between whole sentences: the first [SEP] moves, and most A segments
+  # end at a sentence end (truncation trims only the overshoot of the last sentence).
+  assert len(set(first_seps)) > 40
+  ends_at_period = np.mean(
+    [_split_pair(inputs.row(i))[0][-1] == PERIOD for i in range(len(labels))]
+  )
+  assert ends_at_period > 0.6
+  # short_seq_prob = 0.1: some pairs are built to a random shorter target length.
+  assert 0.02 < np.mean(inputs.lengths < 64) < 0.3
+  # Sentences left unused by a random B go back to the document: nearly every token is used.
+  used = sum(int(np.sum(_split_pair(inputs.row(i))[0] != PERIOD)) for i in range(len(labels)))
+  used += sum(
+    int(np.sum(_split_pair(inputs.row(i))[1] != PERIOD))
+    for i in range(len(labels))
+    if labels[i] == 0
+  )
+  total = sum(int(np.sum(d != PERIOD)) for d in documents)
+  assert used / total > 0.9
+
+
+def test_nsp_pairs_keep_short_documents():
+  # Every document, even one short sentence, gives a pair (the old fixed halves dropped them).
+  documents = _sentence_documents(30, (1, 3), (2, 6), seed=3)
+  out = ob.nsp_pairs(_examples(documents), Context(VOCAB, {"inputs": 64}))
+  owners = {int(a[0]) for a in (_split_pair(r)[0] for r in out["inputs"].rows())}
+  assert owners == set(LETTERS[:30])
 
 
 def test_prefix_lm_splits_inside_lengths():
@@ -130,7 +179,7 @@ def test_prefix_lm_splits_inside_lengths():
 def test_bart_denoise_infilling():
   documents = _random_documents(60, 50, 120, seed=5)
   context = Context(VOCAB, {"inputs": 128, "targets": 128})
-  out = ob.bart_denoise(_examples(documents), context, permute_sentences=False)
+  out = ob.bart_denoise(_examples(documents), context, permute_sentences=False, random_ratio=0.0)
   removed = []
   for source, corrupted, target in zip(documents, out["inputs"].rows(), out["targets"].rows()):
     np.testing.assert_array_equal(target, np.append(source, VOCAB.eos_id))
@@ -187,3 +236,30 @@ def test_blocks_too_small_for_any_example(name):
     # A one-token document is still a causal-LM piece and a (tiny) BART example.
     expected = 1 if rows and name in ("causal_lm", "bart_denoise") else 0
     assert lengths and set(lengths) == {expected}
+
+
+def test_span_corruption_sentinels_never_run_out():
+  # 100 extra ids: 1,809 inputs give at most 100 spans; 1,810 would need 101 sentinels.
+  assert ob.check_span_corruption(Context(VOCAB, {"inputs": 1809})) is None
+  with pytest.raises(DataError, match=r"101 noise spans .* only 100 sentinels"):
+    ob.check_span_corruption(Context(VOCAB, {"inputs": 1810}))
+  documents = _random_documents(10, 2000, 3000)
+  with pytest.raises(DataError, match="114 noise spans"):
+    ob.span_corruption(_examples(documents), Context(VOCAB, {"inputs": 2048}))
+  # The pipeline checks before reading any data.
+  import functools
+
+  task_preprocessors = [pp.tokenize, functools.partial(ob.span_corruption, noise_density=0.15)]
+  with pytest.raises(DataError, match="only 100 sentinels"):
+    ob.check_preprocessors(task_preprocessors, Context(VOCAB, {"inputs": 2048}))
+
+
+def test_span_corruption_noise_density_half_as_t5():
+  # T5's random_spans_helper takes one raw token less at density 0.5 so targets fit 512.
+  assert ob.span_corruption_lengths(512, 0.5, 3.0) == (766, 512)
+  documents = _random_documents(40, 100, 600, seed=7)
+  # 512 inputs at density 0.5 have 128 spans: more sentinels than the default 100.
+  context = Context(ByteVocabulary(extra_ids=128), {"inputs": 512, "targets": 512})
+  out = ob.span_corruption(_examples(documents), context, noise_density=0.5)
+  assert len(out["inputs"]) > 10
+  assert (out["targets"].lengths == 512).all() and (out["inputs"].lengths == 512).all()

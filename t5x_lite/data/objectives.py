@@ -8,17 +8,17 @@ listed in DESIGN.md ("Objectives").
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
+from t5x_lite.data import DataError
 from t5x_lite.data.keys import derive_keys, numpy_generator, uniform, uniform_per_token
 from t5x_lite.data.preprocessors import Context, split_rows
 from t5x_lite.data.ragged import (
   KEY,
   Ragged,
-  concat_rows,
-  constant_rows,
   gather_index,
   take_examples,
 )
@@ -39,20 +39,54 @@ def causal_lm(
 def span_corruption_lengths(
   inputs_length: int, noise_density: float = 0.15, mean_noise_span_length: float = 3.0
 ) -> tuple[int, int]:
-  """(raw tokens per example, targets length) so that inputs are exactly `inputs_length`.
+  """(raw tokens per example, targets length) so that inputs fill `inputs_length`.
 
-  T5's `random_spans_helper`: 512 -> (568, 114); 128 -> (141, 29); 256 -> (284, 58).
+  T5's `random_spans_helper`: 512 -> (568, 114); 128 -> (141, 29); 256 -> (284, 58). With
+  noise density 0.5 the targets would be one longer than the inputs, and T5 takes one raw token
+  less so that they are not (512 -> (766, 512)); the inputs may then be one token short.
   """
-
-  def lengths(raw: int) -> tuple[int, int]:
-    noise = int(round(raw * noise_density))
-    spans = int(round(noise / mean_noise_span_length))
-    return raw - noise + spans + 1, noise + spans + 1
-
   raw = inputs_length - 1
-  while lengths(raw + 1)[0] <= inputs_length:
+  while _corrupted_lengths(raw + 1, noise_density, mean_noise_span_length)[0] <= inputs_length:
     raw += 1
-  return raw, lengths(raw)[1]
+  targets_length = _corrupted_lengths(raw, noise_density, mean_noise_span_length)[1]
+  if noise_density == 0.5 and targets_length > inputs_length:
+    raw, targets_length = raw - 1, targets_length - 1
+  return raw, targets_length
+
+
+def _corrupted_lengths(raw: int, noise_density: float, mean_noise_span_length: float):
+  """(inputs length, targets length) of a raw chunk, EOS included (T5's helper arithmetic)."""
+  noise = int(round(raw * noise_density))
+  spans = int(round(noise / mean_noise_span_length))
+  return raw - noise + spans + 1, noise + spans + 1
+
+
+def check_span_corruption(
+  context: Context, noise_density: float = 0.15, mean_noise_span_length: float = 3.0
+) -> None:
+  """Raises DataError when an example can have more noise spans than the vocabulary sentinels.
+
+  Span k is replaced by `<extra_id_k>`; past `extra_ids` spans the sentinel ids would fall into
+  the real vocabulary and the targets could not be reconstructed.
+  """
+  inputs_length = context.length("inputs", "span_corruption")
+  raw, _ = span_corruption_lengths(inputs_length, noise_density, mean_noise_span_length)
+  _, spans = _noise_counts(raw, noise_density, mean_noise_span_length)
+  extra_ids = context.vocabulary.extra_ids
+  if spans > extra_ids:
+    raise DataError(
+      f"span_corruption: feature_lengths['inputs']={inputs_length} (noise_density="
+      f"{noise_density}, mean_noise_span_length={mean_noise_span_length}) gives {spans} noise "
+      f"spans per example, but the vocabulary has only {extra_ids} sentinels (data.extra_ids); "
+      f"raise data.extra_ids to >= {spans} or shorten the inputs"
+    )
+
+
+def check_preprocessors(preprocessors, context: Context) -> None:
+  """Checks what can be known before any data is read (today: span corruption's sentinels)."""
+  for fn in preprocessors:
+    if getattr(fn, "func", fn) is span_corruption:
+      check_span_corruption(context, **getattr(fn, "keywords", {}))
 
 
 def _noise_counts(length: int, noise_density: float, mean_noise_span_length: float):
@@ -108,17 +142,21 @@ def span_corruption(
   noise_density: float = 0.15,
   mean_noise_span_length: float = 3.0,
 ) -> dict[str, Any]:
-  """T5 span corruption; inputs exactly `feature_lengths['inputs']`, targets exactly its pair.
+  """T5 span corruption; inputs fill `feature_lengths['inputs']`, targets exactly its pair.
 
   Documents of the block are concatenated and cut into raw chunks of the length that gives
-  full inputs (568 for 512), so no input needs padding; the tail shorter than a chunk is dropped.
+  full inputs (568 for 512), so no input needs padding (at noise density 0.5, one token may be
+  left, as in T5); the tail shorter than a chunk is dropped.
   Noise span k becomes sentinel `vocab_size - 1 - k` in the inputs; targets are sentinel k then
   span k, for every span, then EOS.
   """
   vocabulary = context.vocabulary
-  inputs_length = context.length("inputs", "span_corruption")
-  raw_length, targets_length = span_corruption_lengths(
-    inputs_length, noise_density, mean_noise_span_length
+  check_span_corruption(context, noise_density, mean_noise_span_length)
+  raw_length, _ = span_corruption_lengths(
+    context.length("inputs", "span_corruption"), noise_density, mean_noise_span_length
+  )
+  inputs_length, targets_length = _corrupted_lengths(
+    raw_length, noise_density, mean_noise_span_length
   )
   column = examples[field]
   rows = len(column.values) // raw_length
@@ -207,54 +245,6 @@ def mlm(
   return out
 
 
-def nsp_pairs(
-  examples: dict[str, Any], context: Context, *, field: str = "targets"
-) -> dict[str, Any]:
-  """BERT next-sentence pairs: inputs = [CLS] A [SEP] B [SEP], token_type_ids, nsp_label.
-
-  Documents are cut into segments of (inputs_length - 3) // 2 tokens; A is segment 2k of a
-  document and B is, with probability 1/2, segment 2k + 1 (nsp_label 0) or else a random segment
-  of another document in the block (nsp_label 1, the Hugging Face convention). A segment with no
-  successor in its document is not used as A.
-  """
-  vocabulary = context.vocabulary
-  inputs_length = context.length("inputs", "nsp_pairs")
-  segment_length = (inputs_length - 3) // 2
-  column = examples[field]
-  segments = split_rows(examples, field, segment_length)
-  document = np.repeat(np.arange(len(column)), -(-column.lengths // segment_length))
-  count = len(document)
-  index = np.arange(count)
-  first_of_document = np.searchsorted(document, document, "left")
-  end_of_document = np.searchsorted(document, document, "right")
-  is_a = ((index - first_of_document) % 2 == 0) & (index + 1 < end_of_document)
-  a = np.flatnonzero(is_a)
-  keys = segments[KEY][a]
-  coin = uniform(keys, 2, salt=7)
-  others = count - (end_of_document[a] - first_of_document[a])  # segments of other documents
-  random_label = (coin[:, 0] < 0.5) & (others > 0)
-  # A uniform segment outside A's document: draw among the others, then skip A's document.
-  pick = np.floor(coin[:, 1] * np.maximum(others, 1)).astype(np.int64)
-  pick = np.where(
-    pick >= first_of_document[a], pick + (end_of_document[a] - first_of_document[a]), pick
-  )
-  b = np.where(random_label, pick, a + 1)
-  seg = segments[field]
-  part_a, part_b = seg.take(a), seg.take(b)
-  rows = len(a)
-  cls_, sep = constant_rows(vocabulary.cls_id, rows), constant_rows(vocabulary.sep_id, rows)
-  inputs = concat_rows([cls_, part_a, sep, part_b, sep])
-  zeros = lambda n: Ragged(np.zeros(int(n.sum()), np.int32), n)  # noqa: E731
-  ones = lambda n: Ragged(np.ones(int(n.sum()), np.int32), n)  # noqa: E731
-  type_ids = concat_rows([zeros(part_a.lengths + 2), ones(part_b.lengths + 1)])
-  return {
-    "inputs": inputs,
-    "token_type_ids": type_ids,
-    "nsp_label": random_label.astype(np.int32),
-    KEY: keys,
-  }
-
-
 _SENTENCE_ENDS: dict[int, np.ndarray] = {}
 
 
@@ -268,6 +258,200 @@ def sentence_end_ids(vocabulary: Vocabulary) -> np.ndarray:
   return cached
 
 
+def split_sentences(tokens: np.ndarray, ends: np.ndarray, max_length: int) -> list[np.ndarray]:
+  """Sentences of a token row: cut after each sentence-end token, over-long ones in pieces."""
+  boundaries = np.flatnonzero(np.isin(tokens[:-1], ends)) + 1
+  sentences = []
+  for sentence in np.split(tokens, boundaries):
+    sentences.extend(np.split(sentence, np.arange(max_length, len(sentence), max_length)))
+  return [s for s in sentences if len(s)]
+
+
+def truncate_seq_pair(tokens_a: list, tokens_b: list, max_num_tokens: int, rng) -> None:
+  """BERT's `truncate_seq_pair`: trim the longer segment, from a random end, until both fit."""
+  while len(tokens_a) + len(tokens_b) > max_num_tokens:
+    trunc = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
+    if rng.random() < 0.5:
+      del trunc[0]
+    else:
+      trunc.pop()
+
+
+def nsp_pairs(
+  examples: dict[str, Any],
+  context: Context,
+  *,
+  field: str = "targets",
+  short_seq_prob: float = 0.1,
+  random_next_prob: float = 0.5,
+) -> dict[str, Any]:
+  """BERT next-sentence pairs: inputs = [CLS] A [SEP] B [SEP], token_type_ids, nsp_label.
+
+  BERT's `create_instances_from_document`, document by document of the block: sentences (cut
+  after tokens ending in '.', '!' or '?'; a sentence longer than the pair budget is cut into
+  pieces) are gathered into a chunk until it reaches the target length (the full
+  inputs_length - 3, or with probability `short_seq_prob` a uniform length in [2, that]); A is the
+  chunk's first `a_end` sentences (a random split point), B is the rest (nsp_label 0) or, with
+  probability 1/2 or when the chunk is one sentence, sentences of another document of the block
+  from a random start (nsp_label 1, the Hugging Face convention), the unused sentences of the
+  chunk going back to the document. `truncate_seq_pair` trims the longer segment from a random
+  end. Every document of at least one token yields at least one pair (when the block has another
+  document for a random B).
+  """
+  vocabulary = context.vocabulary
+  max_num_tokens = context.length("inputs", "nsp_pairs") - 3
+  if max_num_tokens < 2:
+    raise ValueError(f"nsp_pairs needs feature_lengths['inputs'] >= 5, found {max_num_tokens + 3}")
+  ends = sentence_end_ids(vocabulary)
+  column = examples[field]
+  documents = [split_sentences(row, ends, max_num_tokens) for row in column.rows()]
+  nonempty = np.array([d for d, sentences in enumerate(documents) if sentences], np.int64)
+  cls_, sep = vocabulary.cls_id, vocabulary.sep_id
+  inputs, types, labels, keys = [], [], [], []
+  for d, sentences in enumerate(documents):
+    if not sentences:
+      continue
+    rng = numpy_generator(examples[KEY][d])
+    target_length = max_num_tokens
+    if rng.random() < short_seq_prob:
+      target_length = int(rng.integers(2, max_num_tokens + 1))
+    chunk: list[np.ndarray] = []
+    chunk_length = 0
+    i = 0
+    while i < len(sentences):
+      chunk.append(sentences[i])
+      chunk_length += len(sentences[i])
+      if i == len(sentences) - 1 or chunk_length >= target_length:
+        a_end = int(rng.integers(1, len(chunk))) if len(chunk) >= 2 else 1
+        tokens_a = [t for s in chunk[:a_end] for t in s.tolist()]
+        tokens_b: list[int] = []
+        others = nonempty[nonempty != d]
+        random_next = len(chunk) == 1 or rng.random() < random_next_prob
+        if random_next and len(others):
+          target_b_length = target_length - len(tokens_a)
+          other = documents[int(others[rng.integers(len(others))])]
+          for sentence in other[int(rng.integers(len(other))) :]:
+            tokens_b.extend(sentence.tolist())
+            if len(tokens_b) >= target_b_length:
+              break
+          i -= len(chunk) - a_end  # the unused sentences go back to the document
+        elif len(chunk) >= 2:
+          random_next = False
+          tokens_b = [t for s in chunk[a_end:] for t in s.tolist()]
+        if tokens_b:
+          truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
+          inputs.append([cls_, *tokens_a, sep, *tokens_b, sep])
+          types.append([0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1))
+          labels.append(int(random_next))
+          keys.append(derive_keys(examples[KEY][d], len(keys)))
+        chunk, chunk_length = [], 0
+      i += 1
+  return {
+    "inputs": Ragged.from_rows(inputs),
+    "token_type_ids": Ragged.from_rows(types),
+    "nsp_label": np.array(labels, np.int32),
+    KEY: np.array(keys, np.uint64).reshape(-1),
+  }
+
+
+def poisson_span_cdf(poisson_lambda: float) -> np.ndarray:
+  """fairseq's span-length distribution: Poisson(λ) pmf over k = 0..127, cut where it is < 1e-7."""
+  probabilities, power, factorial = [], 1.0, 1.0
+  for k in range(128):
+    probabilities.append(math.exp(-poisson_lambda) * power / factorial)
+    power *= poisson_lambda
+    factorial *= k + 1
+    if probabilities[-1] < 1e-7:
+      break
+  cdf = np.cumsum(probabilities)
+  return cdf / cdf[-1]
+
+
+def _insertion_noise(tokens, ratio, rng, mask_id, random_ratio, random_low, random_high):
+  """fairseq `add_insertion_noise`: ceil(len · ratio) masks / random tokens at random inner spots."""
+  count = int(math.ceil(len(tokens) * ratio))
+  if count == 0:
+    return tokens
+  total = len(tokens) + count
+  noise_index = rng.permutation(total - 2)[:count] + 1
+  result = np.empty(total, tokens.dtype)
+  noise = np.zeros(total, bool)
+  noise[noise_index] = True
+  num_random = int(math.ceil(count * random_ratio))
+  result[noise_index[num_random:]] = mask_id
+  result[noise_index[:num_random]] = rng.integers(random_low, random_high, num_random)
+  result[~noise] = tokens
+  return result
+
+
+def text_infilling(
+  source: np.ndarray,
+  rng: np.random.Generator,
+  *,
+  mask_id: int,
+  mask_ratio: float,
+  span_cdf: np.ndarray,
+  random_ratio: float,
+  random_low: int,
+  random_high: int,
+  has_bos: bool = False,
+) -> np.ndarray:
+  """fairseq `DenoisingDataset.add_whole_word_mask` (span-poisson, replace_length=1) on one row.
+
+  `source` ends with EOS (never masked; also the first token when `has_bos`). The budget is
+  ceil(maskable · ratio) tokens, drawn as Poisson span lengths trimmed to the budget; spans start
+  at distinct random positions; each span's first token becomes [MASK] (a random token with
+  probability `random_ratio`) and the rest of it is deleted, so overlapping spans merge into one
+  [MASK]; zero-length spans become inserted [MASK]s.
+  """
+  source = source.copy()
+  length = len(source)
+  is_start = np.ones(length, bool)
+  is_start[-1] = False
+  if has_bos:
+    is_start[0] = False
+  budget = int(math.ceil(is_start.sum() * mask_ratio))
+  if budget == 0:
+    return source
+  lengths = np.searchsorted(span_cdf, rng.random(budget), side="right")
+  while lengths.sum() < budget:
+    lengths = np.concatenate([lengths, np.searchsorted(span_cdf, rng.random(budget), "right")])
+  cumulative = np.cumsum(lengths)
+  last = int(np.searchsorted(cumulative, budget))  # first index where the budget is reached
+  lengths = lengths[: last + 1].copy()
+  lengths[last] = budget - (cumulative[last - 1] if last > 0 else 0)
+  spans = lengths[lengths > 0]
+  num_inserts = len(lengths) - len(spans)
+  noise = dict(
+    mask_id=mask_id, random_ratio=random_ratio, random_low=random_low, random_high=random_high
+  )
+  if len(spans) == 0:
+    return _insertion_noise(source, num_inserts / length, rng, **noise)
+  candidates = np.flatnonzero(is_start)
+  starts = candidates[rng.permutation(len(candidates))[: len(spans)]]
+  spans = spans[: len(starts)]
+  use_random = rng.random(len(starts)) < random_ratio
+  source[starts] = mask_id
+  source[starts[use_random]] = rng.integers(random_low, random_high, int(use_random.sum()))
+  # Each span deletes its tokens after the first, stopping before EOS.
+  delete = np.zeros(length + 1, np.int64)
+  ends = np.minimum(starts + spans, length - 1)  # exclusive
+  np.add.at(delete, starts + 1, 1)
+  np.add.at(delete, np.maximum(ends, starts + 1), -1)
+  keep = np.cumsum(delete)[:length] <= 0
+  source = source[keep]
+  if num_inserts:
+    source = _insertion_noise(source, num_inserts / len(source), rng, **noise)
+  return source
+
+
+def permute_sentence_order(tokens: np.ndarray, ends: np.ndarray, rng) -> np.ndarray:
+  """fairseq `permute_sentences` (ratio 1): sentences (ended by a full stop) in random order."""
+  boundaries = np.flatnonzero(np.isin(tokens[:-1], ends)) + 1
+  sentences = np.split(tokens, boundaries)
+  return np.concatenate([sentences[i] for i in rng.permutation(len(sentences))])
+
+
 def bart_denoise(
   examples: dict[str, Any],
   context: Context,
@@ -275,12 +459,14 @@ def bart_denoise(
   field: str = "targets",
   mask_ratio: float = 0.3,
   poisson_lambda: float = 3.0,
+  random_ratio: float = 0.1,
   permute_sentences: bool = True,
 ) -> dict[str, Any]:
-  """BART: sentence permutation then text infilling; targets = the original piece.
+  """BART pre-training noise as fairseq's `DenoisingDataset`; targets = the original piece + EOS.
 
-  Pieces of at most targets_length - 1 tokens; spans with Poisson(λ) lengths are replaced by one
-  [MASK] each (a length-0 span inserts one) until `mask_ratio` of the tokens are masked.
+  Pieces of at most min(inputs, targets) - 1 tokens; sentence permutation, then text infilling
+  (`text_infilling`: Poisson(λ) spans over `mask_ratio` of the tokens, each span -> ONE [MASK],
+  `random_ratio` of them a random token instead, zero-length spans insert a [MASK]).
   Per-example Python (spans are sequential), with a generator keyed by the example key.
   """
   vocabulary = context.vocabulary
@@ -289,37 +475,27 @@ def bart_denoise(
   pieces = split_rows(examples, field, min(targets_length, inputs_length) - 1)
   pieces = take_examples(pieces, np.flatnonzero(pieces[field].lengths > 0))
   ends = sentence_end_ids(vocabulary)
+  cdf = poisson_span_cdf(poisson_lambda)
+  eos = vocabulary.eos_id
   inputs_rows, target_rows = [], []
   for tokens, key in zip(pieces[field].rows(), pieces[KEY]):
     rng = numpy_generator(key)
-    target_rows.append(np.append(tokens, vocabulary.eos_id))
+    target_rows.append(np.append(tokens, eos))
     if permute_sentences:
-      boundaries = np.flatnonzero(np.isin(tokens[:-1], ends)) + 1
-      sentences = np.split(tokens, boundaries)
-      tokens = np.concatenate([sentences[i] for i in rng.permutation(len(sentences))])
-    n = len(tokens)
-    span_of = np.full(n, -1)
-    insert_before: list[int] = []
-    to_mask, masked, span = int(round(n * mask_ratio)), 0, 0
-    while masked < to_mask:
-      length = int(rng.poisson(poisson_lambda))
-      start = int(rng.integers(n))
-      if length == 0:
-        insert_before.append(start)
-        masked += 1  # an insertion counts toward the budget, so the loop always ends
-        continue
-      fresh = span_of[start : start + length] < 0
-      span_of[start : start + length] = span
-      masked += int(fresh.sum())
-      span += 1
-    is_mask = span_of >= 0
-    first = is_mask & np.concatenate([[True], span_of[1:] != span_of[:-1]])
-    corrupted = np.where(first, vocabulary.mask_id, tokens)[~is_mask | first]
-    if insert_before:
-      # Insertion points shift by the tokens removed before them.
-      kept_before = np.cumsum(np.concatenate([[0], (~is_mask | first)]))
-      corrupted = np.insert(corrupted, kept_before[np.array(insert_before)], vocabulary.mask_id)
-    inputs_rows.append(np.append(corrupted[: inputs_length - 1], vocabulary.eos_id))
+      tokens = permute_sentence_order(tokens, ends, rng)
+    corrupted = text_infilling(
+      np.append(tokens, eos),
+      rng,
+      mask_id=vocabulary.mask_id,
+      mask_ratio=mask_ratio,
+      span_cdf=cdf,
+      random_ratio=random_ratio,
+      random_low=vocabulary.first_ordinary_id,
+      random_high=vocabulary.base_vocab_size,
+    )
+    if len(corrupted) > inputs_length:  # insertions can lengthen it; EOS stays last
+      corrupted = np.append(corrupted[: inputs_length - 1], eos)
+    inputs_rows.append(corrupted)
   return {
     "inputs": Ragged.from_rows(inputs_rows),
     "targets": Ragged.from_rows(target_rows),

@@ -21,7 +21,7 @@ import grain
 import numpy as np
 from etils import epath
 
-from t5x_lite.data import DataError, registry
+from t5x_lite.data import DataError, objectives, registry
 from t5x_lite.data.feature_converters import FeatureConverter
 from t5x_lite.data.keys import derive_keys, mix64
 from t5x_lite.data.preprocessors import Context
@@ -169,6 +169,7 @@ class TaskStream:
       feature_lengths=self.feature_lengths,
       output_features=task.output_features,
     )
+    objectives.check_preprocessors(task.preprocessors, self.context)
 
   def examples(self, block_index: int, stages: bool = False):
     """The task features of block `block_index` (and, with stages=True, every stage's output)."""
