@@ -3,9 +3,9 @@
 import socket
 
 import pytest
+from curation_langid_sample import SAMPLE
 
 from t5x_lite.curation import langid
-from curation_langid_sample import SAMPLE
 
 
 @pytest.fixture
