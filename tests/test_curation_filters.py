@@ -58,13 +58,19 @@ NO_STOP = "Bright stars shine over quiet hills while gentle rivers flow toward d
     (GOOD + " #tag" * 30, {}, "max_symbol_word_ratio", 30 / 164),  # 104 words + 30 # + 30 tag
     (GOOD + " ..." * 20, {}, "max_symbol_word_ratio", 20 / 124),
     (
-      "\n".join(f"- item {i} of the list is the best one of them all with the rest" for i in range(10)),
+      "\n".join(
+        f"- item {i} of the list is the best one of them all with the rest" for i in range(10)
+      ),
       {},
       "max_bullet_lines_ratio",
       1.0,
     ),
-    (GOOD + "\n" + "\n".join(f"And then the story goes on and on {i}…" for i in range(4)), {},
-     "max_ellipsis_lines_ratio", 4 / 11),
+    (
+      GOOD + "\n" + "\n".join(f"And then the story goes on and on {i}…" for i in range(4)),
+      {},
+      "max_ellipsis_lines_ratio",
+      4 / 11,
+    ),
     (GOOD + " " + " ".join(str(i) for i in range(40)), {}, "min_alpha_words_ratio", 96 / 144),
     ((NO_STOP + ". ") * 5, {}, "min_stop_words", 0),
   ],
@@ -206,12 +212,13 @@ def test_normalize_changes_only_invisible_things():
 
 
 def test_pii_masking_counts_and_keeps_private_addresses():
-  text = "Mail jane.doe@example.org or admin@uni.edu; server 8.8.8.8, router 192.168.1.1, 127.0.0.1."
+  text = (
+    "Mail jane.doe@example.org or admin@uni.edu; server 8.8.8.8, router 192.168.1.1, 127.0.0.1."
+  )
   masked, emails, ips = mask_pii(text, CONFIG.pii)
   assert (emails, ips) == (2, 1)
   assert masked == (
-    "Mail email@example.com or email@example.com; server 192.0.2.1, router 192.168.1.1, "
-    "127.0.0.1."
+    "Mail email@example.com or email@example.com; server 192.0.2.1, router 192.168.1.1, 127.0.0.1."
   )
 
 
