@@ -14,6 +14,7 @@ so the report does not depend on how units were spread over workers.
 from __future__ import annotations
 
 import json
+import time
 import types
 from collections import Counter
 from collections.abc import Iterator
@@ -138,7 +139,15 @@ def _namespace(config: Any) -> Any:
 class Curator:
   """Stage 1 for one document at a time; built once per worker from the config."""
 
-  def __init__(self, config: Any, contamination: Contamination | None = None):
+  def __init__(
+    self,
+    config: Any,
+    contamination: Contamination | None = None,
+    timings: dict[str, float] | None = None,
+  ):
+    """`timings`: when given, CPU seconds spent in each stage are added to it (benchmarks)."""
+    self.timings = timings
+    self._clock = 0.0
     self.config = config = _namespace(config)
     self.reader = Reader(config.reader)
     self.languages = set(config.langid.languages)
@@ -150,24 +159,47 @@ class Curator:
   def unit(self, path: str, stats: Stats) -> Iterator[tuple[dict, np.ndarray, np.ndarray]]:
     """(record, exact key [2], band keys [bands]) of each surviving document of one file."""
     bad: Counter = Counter()
+    self._tick(None)
     for doc in self.reader.read(path, bad):
+      self._tick("read")
       result = self.document(doc, stats)
       if result is not None:
         yield result
     stats.bad_input.update(bad)
 
+  def _tick(self, stage: str | None) -> None:
+    """Charges the CPU time since the last tick to `stage` (when timing)."""
+    if self.timings is not None:
+      now = time.process_time()
+      if stage is not None:
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - self._clock
+      self._clock = now
+
   def document(self, doc: dict, stats: Stats) -> tuple[dict, np.ndarray, np.ndarray] | None:
+    try:
+      return self._document(doc, stats)
+    finally:
+      self._tick("other")
+
+  def _document(self, doc: dict, stats: Stats) -> tuple[dict, np.ndarray, np.ndarray] | None:
     c = self.config
+    tick = self._tick
+
+    def removed(stage, *args, **kwargs):
+      tick(stage)
+      stats.removed_by(stage, *args, **kwargs)
+
     text = doc["text"]
     size = _size(text)
     stats.passed("read", size, size)
 
     text = normalize(text, c.normalize)
     if not text:
-      stats.removed_by("normalize", "normalize.empty", 0.0, size, doc)
+      removed("normalize", "normalize.empty", 0.0, size, doc)
       return None
     new_size = _size(text) if text is not doc["text"] else size
     stats.passed("normalize", size, new_size)
+    tick("normalize")
     size = new_size
     doc = {**doc, "text": text}
     attributes: dict[str, Any] = {}
@@ -176,12 +208,13 @@ class Curator:
       language, score = self.predict(text)
       attributes["language"], attributes["language_score"] = language, round(score, 4)
       if self.languages and language not in self.languages:
-        stats.removed_by("langid", "langid.languages", score, size, doc, note=language)
+        removed("langid", "langid.languages", score, size, doc, note=language)
         return None
       if score < c.langid.threshold:
-        stats.removed_by("langid", "langid.threshold", score, size, doc, note=language)
+        removed("langid", "langid.threshold", score, size, doc, note=language)
         return None
       stats.passed("langid", size, size)
+      tick("langid")
 
     words = None
     if c.gopher_repetition.enabled or c.gopher_quality.enabled:
@@ -189,21 +222,23 @@ class Curator:
     if c.gopher_repetition.enabled:
       failure = filters.gopher_repetition(text, c.gopher_repetition, words)
       if failure:
-        stats.removed_by("gopher_repetition", failure[0], failure[1], size, doc)
+        removed("gopher_repetition", failure[0], failure[1], size, doc)
         return None
       stats.passed("gopher_repetition", size, size)
+      tick("gopher_repetition")
 
     if c.gopher_quality.enabled:
       failure = filters.gopher_quality(text, c.gopher_quality, words)
       if failure:
-        stats.removed_by("gopher_quality", failure[0], failure[1], size, doc)
+        removed("gopher_quality", failure[0], failure[1], size, doc)
         return None
       stats.passed("gopher_quality", size, size)
+      tick("gopher_quality")
 
     if c.c4.enabled:
       failure, new_text, dropped = filters.c4(text, c.c4)
       if failure:
-        stats.removed_by("c4", failure[0], failure[1], size, doc)
+        removed("c4", failure[0], failure[1], size, doc)
         return None
       stats.c4_lines_dropped += dropped
       attributes["c4_lines_dropped"] = dropped
@@ -216,12 +251,14 @@ class Curator:
       else:
         stats.passed("c4", size, size)
 
+    tick("c4")
     if c.fineweb.enabled:
       failure = filters.fineweb(text, c.fineweb, words)
       if failure:
-        stats.removed_by("fineweb", failure[0], failure[1], size, doc)
+        removed("fineweb", failure[0], failure[1], size, doc)
         return None
       stats.passed("fineweb", size, size)
+      tick("fineweb")
 
     if c.pii.enabled:
       text, emails, ips = mask_pii(text, c.pii)
@@ -237,13 +274,15 @@ class Curator:
       else:
         stats.passed("pii", size, size)
 
+    tick("pii")
     hashes = word_hashes(simplify(text))
     if self.contamination is not None:
       overlaps = self.contamination.overlaps(hashes)
       if overlaps:
-        stats.removed_by("decontamination", "decontamination.ngram", overlaps, size, doc)
+        removed("decontamination", "decontamination.ngram", overlaps, size, doc)
         return None
       stats.passed("decontamination", size, size)
+      tick("decontamination")
 
     attributes["words"] = size[1]
     shingles = ngram_hashes(hashes, c.dedup.ngram)
@@ -252,6 +291,7 @@ class Curator:
     else:
       bands = np.full(c.dedup.bands, NO_SHINGLES, np.uint64)
     exact = np.array(exact_key(exact_key_text(text)), np.uint64)
+    tick("dedup_signature")
     record = {
       "id": doc["id"],
       "text": text,

@@ -17,6 +17,7 @@ import json
 import logging
 import multiprocessing
 import os
+import resource
 import shutil
 import sys
 from collections.abc import Sequence
@@ -53,8 +54,12 @@ def _unit_dir(out_dir: str, unit: int) -> str:
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(config: ml_collections.ConfigDict, contamination: Contamination | None) -> None:
-  _worker["curator"] = Curator(config, contamination)
+def _init_worker(
+  config: ml_collections.ConfigDict,
+  contamination: Contamination | None,
+  timings: dict[str, float] | None = None,
+) -> None:
+  _worker["curator"] = Curator(config, contamination, timings)
   _worker["config"] = config
 
 
@@ -214,11 +219,17 @@ def _map(fn, tasks, workers: int, initargs, desc: str, progress: bool):
 
 
 def curate(
-  inputs: Sequence[str], out_dir: str, config: Any, workers: int | None = None
+  inputs: Sequence[str],
+  out_dir: str,
+  config: Any,
+  workers: int | None = None,
+  timings: dict[str, float] | None = None,
 ) -> dict[str, Any]:
   """Curates the files matching `inputs` into `out_dir`; returns the manifest.
 
   `config` must be validated (settings.load). `workers` overrides config.runner.workers.
+  `timings` (benchmarks): CPU seconds per phase ('1_filter', '2_dedup', '3_write',
+  '4_report', this process and its reaped workers) and, with one worker, per stage.
   """
   files = input_files(inputs)
   state = run_state(files, config)
@@ -236,7 +247,8 @@ def curate(
   work = os.path.join(out_dir, WORK)
   os.makedirs(os.path.join(work, "units"), exist_ok=True)
   outputs.atomic_write_json(os.path.join(work, "run.json"), state)
-  initargs = (config, contamination)
+  initargs = (config, contamination, timings if workers <= 1 else None)
+  clock = _CpuClock(timings)
 
   # Stage 1: filter each input file.
   todo = [
@@ -246,6 +258,7 @@ def curate(
   ]
   for _ in _map(_stage1_task, todo, workers, initargs, "curate 1/3 filter", progress):
     pass
+  clock.charge("1_filter")
 
   # Stage 2: exact + near duplicates over all units.
   dedup_dir = os.path.join(work, "dedup")
@@ -266,6 +279,7 @@ def curate(
     for u in range(len(files)):
       counts.append(len(np.load(os.path.join(_unit_dir(out_dir, u), "exact.npy"), mmap_mode="r")))
   offsets = np.concatenate([[0], np.cumsum(counts)]).astype(int).tolist()
+  clock.charge("2_dedup")
 
   # Stage 3: write the shards.
   todo = [
@@ -275,9 +289,34 @@ def curate(
   ]
   for _ in _map(_stage3_task, todo, workers, initargs, "curate 3/3 write", progress):
     pass
+  clock.charge("3_write")
 
   # Report and manifest, from the per-unit stats in unit order.
-  return finalize(out_dir, files, config)
+  manifest = finalize(out_dir, files, config)
+  clock.charge("4_report")
+  return manifest
+
+
+class _CpuClock:
+  """CPU seconds (this process + reaped children) charged to named phases."""
+
+  def __init__(self, timings: dict[str, float] | None):
+    self.timings = timings
+    self.last = self.now()
+
+  @staticmethod
+  def now() -> float:
+    own, children = (
+      resource.getrusage(resource.RUSAGE_SELF),
+      resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+  def charge(self, phase: str) -> None:
+    now = self.now()
+    if self.timings is not None:
+      self.timings[phase] = self.timings.get(phase, 0.0) + now - self.last
+    self.last = now
 
 
 def finalize(out_dir: str, files: Sequence[str], config: Any) -> dict[str, Any]:

@@ -116,29 +116,31 @@ def documents(
   near_fraction: float = 0.05,
   pii_fraction: float = 0.03,
 ) -> Iterator[dict[str, Any]]:
-  """`count` records {'id', 'text', 'url', 'kind'} in a fixed order for `seed`."""
+  """`count` records {'id', 'text', 'url', 'kind', 'duplicate_of'} in a fixed order."""
   rng = random.Random(seed)
-  clean: list[str] = []
+  clean: list[tuple[str, str]] = []  # (id, text) of clean pages, to copy
   for i in range(count):
     r = rng.random()
-    kind = "clean"
+    kind, source = "clean", None
     if r < junk_fraction:
       kind = rng.choice(JUNK)
       text = junk_page(kind, rng)
     elif clean and r < junk_fraction + exact_fraction:
-      kind, text = "exact_duplicate", rng.choice(clean[-500:]).replace(" ", "  ", 3) + "\n"
+      source, text = rng.choice(clean[-500:])
+      kind, text = "exact_duplicate", text.replace(" ", "  ", 3) + "\n"
     elif clean and r < junk_fraction + exact_fraction + near_fraction:
-      kind = "near_duplicate"
-      text = edit_words(rng.choice(clean[-500:]), rng.uniform(0.01, 0.02), rng)
+      source, text = rng.choice(clean[-500:])
+      kind, text = "near_duplicate", edit_words(text, rng.uniform(0.01, 0.02), rng)
     else:
       text = english_page(rng)
       if rng.random() < pii_fraction:
         kind = "pii"
         text += f"\nWrite to editor{i}@example.org or visit 93.184.{i % 250}.{i % 199} today."
-      clean.append(text)
+      clean.append((f"doc{seed}-{i}", text))
     yield {
       "id": f"doc{seed}-{i}",
       "text": text,
       "url": f"https://example.com/{seed}/{i}",
       "kind": kind,
+      "duplicate_of": source,  # the clean page a duplicate copies (None otherwise)
     }
