@@ -23,6 +23,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 _P = np.uint64(0x100000001B3)
+NO_SHINGLES = np.uint64(0)  # band key of a document too short to shingle: never linked
 _CHUNK = 2048  # shingles per block of the [block, permutations] product
 
 
@@ -75,13 +76,17 @@ class MinHasher:
     return sig
 
   def band_keys(self, signatures: np.ndarray) -> np.ndarray:
-    """[docs, bands * rows] signatures -> [docs, bands] uint64 keys (one hash per band)."""
-    x = signatures.reshape(len(signatures), self.bands, self.rows)
-    keys = np.zeros(x.shape[:2], np.uint64)
-    with np.errstate(over="ignore"):
-      for r in range(self.rows):
-        keys = mix64(keys * _P + x[:, :, r])
-      keys += np.arange(self.bands, dtype=np.uint64)  # distinct bands never collide
+    """[docs, bands * rows] signatures -> [docs, bands] uint64 keys: xxh3 of each band's
+    rows, seeded with the band number (equal rows in different bands never collide)."""
+    width = self.rows * 8
+    keys = np.empty((len(signatures), self.bands), np.uint64)
+    for d, signature in enumerate(np.ascontiguousarray(signatures, np.uint64)):
+      raw = signature.tobytes()
+      keys[d] = [
+        xxhash.xxh3_64_intdigest(raw[b * width : (b + 1) * width], seed=b)
+        for b in range(self.bands)
+      ]
+    keys[keys == NO_SHINGLES] = 1  # 0 is reserved for "too short to shingle"
     return keys
 
 
@@ -89,9 +94,6 @@ def exact_key(text: str) -> tuple[int, int]:
   """128-bit xxh3 of the text, as two uint64 halves."""
   digest = xxhash.xxh3_128_intdigest(text.encode("utf-8"))
   return digest >> 64, digest & 0xFFFFFFFFFFFFFFFF
-
-
-NO_SHINGLES = np.uint64(0)  # band key of a document too short to shingle: never linked
 
 
 def clusters(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +39,7 @@ C4_POLICY_SUBSTRINGS = (
 )
 _C4_END_PUNCTUATION = (".", "?", "!", '"', "'")
 _C4_CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
+_C4_POLICY = re.compile("|".join(map(re.escape, C4_POLICY_SUBSTRINGS)))
 _C4_SENTENCE_END = re.compile(r"[.!?]+['\"”’)\]]*(?=\s|$)")
 _WORD_TOKEN = re.compile(r"\w+(?:['’]\w+)*")
 _PUNCT_TOKEN = re.compile(r"[^\w\s]+")
@@ -112,9 +112,13 @@ class _NGrams:
 def top_ngram_chars(grams: _NGrams, n: int) -> int:
   """Characters of the most frequent n-gram (joined by spaces) times its count; ties go to
   the earliest (datatrove's `find_top_duplicate`: Counter.most_common(1))."""
-  values = grams.of(n).tolist()
-  value, count = Counter(values).most_common(1)[0]
-  return count * (int(grams.chars(n)[values.index(value)]) + n - 1)
+  h = grams.of(n)
+  order = np.argsort(h, kind="stable")  # equal hashes stay in text order
+  run_start = np.flatnonzero(np.concatenate([[True], h[order][1:] != h[order][:-1]]))
+  counts = np.diff(np.append(run_start, len(h)))
+  best = counts.max()
+  first = order[run_start[counts == best]].min()
+  return int(best) * (int(grams.chars(n)[first]) + n - 1)
 
 
 def duplicated_ngram_chars(grams: _NGrams, n: int) -> int:
@@ -241,14 +245,15 @@ def c4(text: str, cfg: Any) -> tuple[Failure | None, str, int]:
   document ('lorem ipsum', a curly bracket, fewer than `min_num_sentences` sentences left).
   """
   kept: list[str] = []
-  sentences = dropped = 0
+  dropped = 0
+  max_word = cfg.max_word_length
   for line in text.splitlines():
     line = line.strip()
     words = line.split()
-    if cfg.max_word_length > 0 and any(len(w) > cfg.max_word_length for w in words):
+    if max_word > 0 and len(line) > max_word and max(map(len, words)) > max_word:
       dropped += 1
       continue
-    if cfg.remove_citations:
+    if cfg.remove_citations and "[" in line:
       line = _C4_CITATION.sub("", line)
     if cfg.filter_no_terminal_punct and (
       not line.endswith(_C4_END_PUNCTUATION) or line.endswith("...")
@@ -266,14 +271,19 @@ def c4(text: str, cfg: Any) -> tuple[Failure | None, str, int]:
       continue
     if cfg.filter_curly_bracket and "{" in line:
       return ("c4.filter_curly_bracket", 1.0), text, dropped
-    if cfg.filter_policy and any(p in lower for p in C4_POLICY_SUBSTRINGS):
+    if cfg.filter_policy and _C4_POLICY.search(lower):
       dropped += 1
       continue
-    sentences += max(1, len(_C4_SENTENCE_END.findall(line)))
     kept.append(line)
-  if cfg.min_num_sentences > 0 and sentences < cfg.min_num_sentences:
-    return ("c4.min_num_sentences", float(sentences)), text, dropped
-  return None, "\n".join(kept).strip(), dropped
+  joined = "\n".join(kept)
+  if cfg.min_num_sentences > 0:
+    # Sentences of each kept line, at least one per line (a line is a sentence or more).
+    sentences = len(_C4_SENTENCE_END.findall(joined))
+    if not cfg.filter_no_terminal_punct:
+      sentences += sum(1 for line in kept if not _C4_SENTENCE_END.search(line))
+    if sentences < cfg.min_num_sentences:
+      return ("c4.min_num_sentences", float(sentences)), text, dropped
+  return None, joined.strip(), dropped
 
 
 def fineweb(text: str, cfg: Any, words: list[str] | None = None) -> Failure | None:
