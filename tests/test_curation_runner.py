@@ -457,3 +457,58 @@ def test_curated_dir_is_a_task_source_and_trains_a_tiny_gpt(capsys, tmp_path, sh
   assert "done: step 4" in result.stdout
   loss = float(result.stdout.split("eval loss ")[1].split(";")[0])
   assert np.isfinite(loss) and loss < np.log(1024) + 1
+
+
+def test_user_config_file_and_jsonl_output(capsys, tmp_path):
+  import shutil as sh
+
+  from t5x_lite.curation import settings
+
+  own = tmp_path / "my_curate.py"
+  sh.copy(os.path.join(settings.PACKAGE_CONFIGS, "curate.py"), own)
+  inputs = tmp_path / "in"
+  inputs.mkdir()
+  write_jsonl(inputs / "a.jsonl", pages(80, 41))
+  out = tmp_path / "out"
+  code, text = run_cli(
+    capsys,
+    "curate",
+    "--input",
+    str(inputs / "a.jsonl"),
+    "--out",
+    str(out),
+    "--workers",
+    "1",
+    "--config",
+    f"{own}:code_docs",
+    "--config.output.jsonl=true",
+    "--config.runner.progress=false",
+  )
+  assert code == 0, text
+  manifest = json.loads((out / "manifest.json").read_text())
+  assert manifest["config"]["variant"] == "code_docs"
+  source = CuratedSource(str(out))
+  lines = (out / "part-00000.jsonl").read_text(encoding="utf-8").splitlines()
+  assert len(lines) == source.num_documents() == manifest["documents"] > 0
+  assert [json.loads(line) for line in lines] == [source.record(i) for i in range(len(lines))]
+  code, text = run_cli(
+    capsys,
+    "curate",
+    "--input",
+    str(inputs / "a.jsonl"),
+    "--out",
+    str(tmp_path / "o2"),
+    "--config",
+    "curate.py:web_fr",
+  )
+  assert code == 2 and "unknown curate variant 'web_fr'" in text
+  code, text = run_cli(
+    capsys,
+    "curate",
+    "--input",
+    str(inputs / "a.jsonl"),
+    "--out",
+    str(out),
+    "--config.langid.threshold=0.9",
+  )
+  assert code == 2 and "holds a curated corpus of other inputs/config" in text

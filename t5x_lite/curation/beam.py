@@ -24,7 +24,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from t5x_lite.curation import outputs, runner
+from t5x_lite.curation import outputs, runner, settings
 from t5x_lite.curation.decontam import Contamination
 from t5x_lite.curation.dedup import NO_SHINGLES
 from t5x_lite.curation.pipeline import Curator, Stats, dedup_unit
@@ -231,6 +231,7 @@ def curate(inputs: Sequence[str], out_dir: str, config: Any) -> dict[str, Any]:
   status = runner.check_out_dir(out_dir, state)
   if status == "done" and not os.path.exists(os.path.join(out_dir, runner.WORK)):
     return outputs.read_manifest(out_dir)
+  settings.check_packages(config, files)
   contamination = Contamination.from_config(config)
   reference = None
   if config.dedup.reference:

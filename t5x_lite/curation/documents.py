@@ -40,6 +40,7 @@ BAD_INPUT_REASONS = (
   "empty_document",  # nothing but whitespace
   "no_main_text",  # an HTML page from which the extractor found no main text
   "warc_error",  # a WARC record that warcio cannot parse
+  "processing_error",  # a document a stage failed on (logged with its id; a bug to report)
 )
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -330,16 +331,20 @@ class Reader:
       bad["unreadable_file"] += 1
 
   def _extract_html(self, html: bytes, url: str | None) -> str | None:
+    """Main text of a page (trafilatura); None when there is none or the page is unparsable."""
     import trafilatura
 
-    return trafilatura.extract(
-      html,
-      url=url,
-      include_comments=False,
-      include_tables=self.include_tables,
-      deduplicate=False,
-      with_metadata=False,
-    )
+    try:
+      return trafilatura.extract(
+        html,
+        url=url,
+        include_comments=False,
+        include_tables=self.include_tables,
+        deduplicate=False,
+        with_metadata=False,
+      )
+    except Exception:  # noqa: BLE001 - a malformed page is bad input, not a crash
+      return None
 
   def _read_html(self, path: str, bad: Counter) -> Iterator[dict[str, Any]]:
     stream, _ = open_binary(path)

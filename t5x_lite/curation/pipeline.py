@@ -14,6 +14,7 @@ so the report does not depend on how units were spread over workers.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import types
 from collections import Counter
@@ -162,7 +163,12 @@ class Curator:
     self._tick(None)
     for doc in self.reader.read(path, bad):
       self._tick("read")
-      result = self.document(doc, stats)
+      try:
+        result = self.document(doc, stats)
+      except Exception:  # noqa: BLE001 - one odd document must not stop a long run
+        logging.exception("curation: document %r of %s failed; skipped", doc.get("id"), path)
+        bad["processing_error"] += 1
+        continue
       if result is not None:
         yield result
     stats.bad_input.update(bad)

@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from t5x_lite.curation import CurationError, outputs
+from t5x_lite.curation import CurationError, outputs, settings
 from t5x_lite.curation.decontam import Contamination
 from t5x_lite.curation.dedup import NO_SHINGLES, clusters
 from t5x_lite.curation.pipeline import Curator, Stats, dedup_unit, encode_record
@@ -238,6 +238,7 @@ def curate(
     logging.info("%s is already complete", out_dir)
     return outputs.read_manifest(out_dir)
   # Everything that can fail on the config fails here, before any input is read.
+  settings.check_packages(config, files)
   contamination = Contamination.from_config(config)
   reference = None
   if config.dedup.reference:

