@@ -129,6 +129,7 @@ def get_config(variant: str = "web_en") -> ml_collections.ConfigDict:
     r.max_document_bytes = 16_000_000
     r.text_mode = "file"
     q.max_doc_words = 5_000_000
+    q.min_alpha_words_ratio = 0.7  # dialogue and verse are dense with punctuation
     g.dup_line_frac = 0.5  # verse and plays repeat short lines (speaker names)
     g.dup_line_char_frac = 0.3
     c4.enabled = False

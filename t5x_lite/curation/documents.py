@@ -83,11 +83,51 @@ def open_binary(path: str) -> tuple[BinaryIO, str]:
   if compression == "gzip":
     return gzip.GzipFile(fileobj=raw, mode="rb"), compression
   if compression == "zstd":
+    return io.BufferedReader(_ZstdReader(raw), buffer_size=_CHUNK), compression
+  return raw, compression
+
+
+class _ZstdReader(io.RawIOBase):
+  """Decompressed bytes of a (multi-frame) zstd file; EOFError when the last frame is cut
+  short (zstandard's stream_reader returns a silent early EOF there)."""
+
+  def __init__(self, raw: BinaryIO):
     import zstandard
 
-    reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-    return io.BufferedReader(reader, buffer_size=_CHUNK), compression
-  return raw, compression
+    self._raw = raw
+    self._new = zstandard.ZstdDecompressor().decompressobj
+    self._obj = self._new()
+    self._pending = b""
+    self._done = False
+
+  def readable(self) -> bool:
+    return True
+
+  def readinto(self, buffer) -> int:
+    while not self._pending and not self._done:
+      chunk = self._raw.read(_CHUNK)
+      if not chunk:
+        self._done = True
+        if not self._obj.eof and self._started:
+          raise EOFError("zstd stream ends inside a frame")
+        break
+      self._started = True
+      out = self._obj.decompress(chunk)
+      while self._obj.eof and self._obj.unused_data:  # the next frame starts in this chunk
+        rest = self._obj.unused_data
+        self._obj = self._new()
+        out += self._obj.decompress(rest)
+      self._pending = out
+    n = min(len(buffer), len(self._pending))
+    buffer[:n] = self._pending[:n]
+    self._pending = self._pending[n:]
+    return n
+
+  _started = False
+
+  def close(self) -> None:
+    self._raw.close()
+    super().close()
 
 
 def _stream_errors() -> tuple[type[BaseException], ...]:
