@@ -8,6 +8,7 @@ beam = pytest.importorskip("apache_beam")
 
 from test_curation_runner import mid_size_inputs, output_files, pages, write_jsonl  # noqa: E402
 
+from t5x_lite import cli  # noqa: E402
 from t5x_lite.curation import beam as curation_beam  # noqa: E402
 from t5x_lite.curation import runner, settings  # noqa: E402
 
@@ -17,8 +18,21 @@ def test_direct_runner_equals_local_runner(tmp_path):
   (inputs / "empty.jsonl").write_bytes(b"")  # a file that keeps nothing still gets its entry
   config = settings.load("curate.py:web_en", [("runner.progress", "false")])
   local = runner.curate([str(inputs / "*.jsonl")], str(tmp_path / "local"), config, workers=1)
-  beamed = curation_beam.curate([str(inputs / "*.jsonl")], str(tmp_path / "beam"), config)
-  assert local == beamed
+  # The Beam run as a user starts it: the CLI with --runner beam (DirectRunner by default).
+  code = cli.main(
+    [
+      "curate",
+      "--runner",
+      "beam",
+      "--input",
+      str(inputs / "*.jsonl"),
+      "--out",
+      str(tmp_path / "beam"),
+      "--config.runner.progress=false",
+    ]
+  )
+  assert code == 0
+  assert local == json.loads((tmp_path / "beam" / "manifest.json").read_text())
   a, b = output_files(tmp_path / "local"), output_files(tmp_path / "beam")
   assert sorted(a) == sorted(b)
   assert [k for k in a if a[k] != b[k]] == []
