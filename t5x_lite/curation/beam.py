@@ -152,13 +152,14 @@ class WriteShard(beam.DoFn):
     records = [record for _, (record, _, _) in documents]
     for k, record in enumerate(records):
       record["_position"] = k
-    keys = {k: (_unsigned(e), _unsigned(b)) for k, (_, (_, e, b)) in enumerate(documents)}
+    exact = _unsigned([e for _, (_, e, _) in documents]).reshape(-1, 2)
+    bands = _unsigned([b for _, (_, _, b) in documents]).reshape(-1, self.config.dedup.bands)
 
     def kept():
       for record in dedup_unit(iter(records), decision, representative, size, stats):
         yield record.pop("_position"), record
 
-    entry = outputs.write_shard(self.out_dir, unit, kept(), keys, self.config)
+    entry = outputs.write_shard(self.out_dir, unit, kept(), (exact, bands), self.config)
     unit_dir = os.path.join(self.out_dir, runner.WORK, "units", f"{unit:05d}")
     outputs.atomic_write_json(
       os.path.join(unit_dir, "final.json"), {"entry": entry, "stats": stats.to_json()}

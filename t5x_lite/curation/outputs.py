@@ -49,11 +49,16 @@ def atomic_save_npy(path: str, array: np.ndarray) -> None:
 
 
 def write_shard(
-  out_dir: str, unit: int, records: Iterable[dict], keys: dict[int, tuple], config: Any
+  out_dir: str,
+  unit: int,
+  records: Iterable[tuple[int, dict]],
+  keys: tuple[np.ndarray, np.ndarray],
+  config: Any,
 ) -> dict[str, Any]:
-  """Writes one unit's kept records; returns its manifest entry (None-free, JSON-able).
+  """Writes one unit's kept records; returns its manifest entry (JSON-able).
 
-  keys: position in the unit -> (exact [2], bands [B]) of the records, to store those kept.
+  records: (position in the unit, record) of the kept documents, in order.
+  keys: (exact [n, 2], bands [n, B]) uint64 of every document of the unit (kept ones stored).
   The ArrayRecord file is renamed into place last, so its presence marks the shard done.
   """
   from array_record.python import array_record_module
@@ -69,7 +74,7 @@ def write_shard(
     else None
   )
   jsonl = open(os.path.join(out_dir, name + ".jsonl.tmp"), "wb") if config.output.jsonl else None
-  ids, exact, bands, size = [], [], [], 0
+  ids, positions, size = [], [], 0
   for position, record in records:
     data = encode_record(record)
     size += len(record["text"].encode("utf-8"))
@@ -78,22 +83,18 @@ def write_shard(
     if jsonl:
       jsonl.write(data + b"\n")
     ids.append(record["id"].replace("\n", " "))
-    exact.append(keys[position][0])
-    bands.append(keys[position][1])
+    positions.append(position)
   if jsonl:
     jsonl.close()
     os.replace(jsonl.name, os.path.join(out_dir, name + ".jsonl"))
-  bands_dim = config.dedup.bands
+  exact, bands = keys
+  kept = np.array(positions, np.int64)
   atomic_write_bytes(
     os.path.join(index_dir, name + ".ids"), "".join(i + "\n" for i in ids).encode()
   )
+  atomic_save_npy(os.path.join(index_dir, name + ".exact.npy"), exact[kept].reshape(-1, 2))
   atomic_save_npy(
-    os.path.join(index_dir, name + ".exact.npy"),
-    np.array(exact, np.uint64).reshape(-1, 2),
-  )
-  atomic_save_npy(
-    os.path.join(index_dir, name + ".bands.npy"),
-    np.array(bands, np.uint64).reshape(-1, bands_dim),
+    os.path.join(index_dir, name + ".bands.npy"), bands[kept].reshape(-1, config.dedup.bands)
   )
   if writer:
     writer.close()

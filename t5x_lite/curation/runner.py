@@ -158,8 +158,7 @@ def stage3_unit(out_dir: str, unit: int, offset: int) -> dict[str, Any]:
     ):
       yield record.pop("_position"), record
 
-  keys = {k: (exact[k], bands[k]) for k in range(n)}
-  entry = outputs.write_shard(out_dir, unit, kept(), keys, config)
+  entry = outputs.write_shard(out_dir, unit, kept(), (exact, bands), config)
   result = {"entry": entry, "stats": stats.to_json()}
   outputs.atomic_write_json(os.path.join(unit_dir, "final.json"), result)
   return result
