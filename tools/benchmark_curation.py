@@ -22,6 +22,8 @@ duplicates each tool removed.
 
 CPU seconds are this process + its reaped children (rusage) for ours, machine-wide /proc/stat
 for datatrove (its pool workers are not reaped children): run on an otherwise idle machine.
+datatrove 0.10.1's MinHash passes str to xxhash, which xxhash 4 rejects: its venv needs
+`pip install 'xxhash<4'` (setup_venvs.sh installs the newest).
 Prints a JSON line per run and a Markdown table; `--smoke` runs everything on a tiny input.
 """
 
@@ -180,7 +182,10 @@ def run_datatrove(folder, work, workers):
     text=True,
   )
   if proc.returncode != 0:
-    return {"bench": "peer_datatrove", "error": proc.stderr[-2000:]}
+    error = proc.stderr[-2000:]
+    if "Strings must be encoded" in error:  # datatrove 0.10.1 hashes str; xxhash 4 refuses
+      error = f"datatrove needs xxhash<4: {os.path.dirname(python)}/pip install 'xxhash<4'"
+    return {"bench": "peer_datatrove", "error": error}
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -213,8 +218,9 @@ def duplicate_recall(kinds, kept):
 
 def table(results):
   lines = [
-    "| corpus | run | docs in | MB in | docs out | CPU s | docs / CPU s | MB / CPU s | peak RSS MB |",
-    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| corpus | run | docs in | MB in | docs out | wall s | CPU s | docs / CPU s | MB / CPU s "
+    "| peak RSS MB |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
   ]
   for corpus, r in results:
     if "cpu_s" not in r:
@@ -222,7 +228,7 @@ def table(results):
       continue
     lines.append(
       f"| {corpus} | {r['bench']} | {r['docs_in']:,} | {r['mb_in']} | {r.get('docs_out', '')} | "
-      f"{r['cpu_s']} | {r['docs_per_cpu_s']} | {r['mb_per_cpu_s']} | {r.get('peak_rss_mb', '')} |"
+      f"{r['wall_s']} | {r['cpu_s']} | {r['docs_per_cpu_s']} | {r['mb_per_cpu_s']} | {r.get('peak_rss_mb', '')} |"
     )
   return "\n".join(lines)
 
