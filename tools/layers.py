@@ -46,6 +46,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
       "t5x_lite.evaluation",
       "t5x_lite.convert",
       "t5x_lite.training",
+      "t5x_lite.curation",
     ),
   ),
   ("L1 config + data", ("t5x_lite.config", "t5x_lite.configs.*", "t5x_lite.data.*")),
@@ -73,11 +74,14 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
       "t5x_lite.evaluation.checkpoint",
       "t5x_lite.inference",
       "t5x_lite.convert.*",
+      "t5x_lite.curation.*",
     ),
   ),
   ("L6 entry points", ("t5x_lite.cli", "t5x_lite.launch", "t5x_lite")),
 )
-LAZY_IMPORTS_ALLOWED = ("t5x_lite.cli", "t5x_lite")
+# The command-line modules may import lazily: `curation.cli` reaches `curation.beam`, which needs the
+# optional apache-beam, only when `--runner beam` is asked for.
+LAZY_IMPORTS_ALLOWED = ("t5x_lite.cli", "t5x_lite", "t5x_lite.curation.cli")
 # The families' own code, configs and their validation, the HF mappings, and the fine-tuning task
 # helpers (whose `family=` argument says which model a task's text is framed for).
 FAMILY_NAMES_ALLOWED = (
