@@ -20,6 +20,7 @@ import numpy as np
 from t5x_lite import checkpoints, partitioning
 from t5x_lite import config as config_lib
 from t5x_lite import metrics as metrics_lib
+from t5x_lite.training import branch as branch_lib
 from t5x_lite.training import optimizers
 from t5x_lite.training import state as state_lib
 from t5x_lite.training import step as step_lib
@@ -217,6 +218,10 @@ def train_and_evaluate(
   if resume_step is not None:
     saved = checkpointer.restore_config(resume_step)
     num_shards = saved.data.num_shards or num_shards
+  branch = None  # a decay branch starts from another run's checkpoint (training/branch.py)
+  if resume_step is None and train_config.branch_from:
+    branch = branch_lib.open_parent(config, workdir)
+    num_shards = branch.num_shards
   with config.unlocked():
     config.data.num_shards = num_shards
 
@@ -267,6 +272,10 @@ def train_and_evaluate(
     )
     train_stream.set_state(data_states)
     logging.info("resumed from step %d of %s", resume_step, checkpointer.directory)
+  elif branch is not None:
+    abstract_state = state_lib.abstract_state(init_params, optimizer, state_shardings)
+    state, data_states = branch.restore(abstract_state, train_stream.shards)
+    train_stream.set_state(data_states)
   else:
     state, _ = state_lib.init_sharded(init_params, optimizer, mesh, rules)
     if train_config.init_from:
