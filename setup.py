@@ -23,6 +23,7 @@ setuptools.setup(
         "tqdm>=4.66",
         "safetensors>=0.4",
         "array-record>=0.5",
+        "scipy>=1.10",  # scaling-law fits (L-BFGS-B, logsumexp); also a dependency of jax
     ],
     extras_require={
         # tensorflow-datasets reads ArrayRecord datasets without TensorFlow; the TFDS source test
@@ -34,6 +35,7 @@ setuptools.setup(
         "hf": ["torch==2.13.0", "transformers>=4.40"],
         "tfds": ["tensorflow-datasets>=4.9.6"],
         "tensorboard": ["tensorboardX>=2.6"],
+        "scaling": ["matplotlib>=3.7"],  # `t5x-lite scaling fit` plots
     },
     entry_points={"console_scripts": ["t5x-lite=t5x_lite.cli:main"]},
 )

@@ -10,6 +10,7 @@
   t5x-lite tokenizer train --input 'corpus/*.txt' --vocab-size 32000 --extra-ids 100 --out spm
   t5x-lite convert --from hf --model path/to/hf_dir --out runs/init
   t5x-lite launch ...   (Cloud TPU VM; see docs/tpu.md)
+  t5x-lite scaling plan|run|fit|predict ...   (scaling laws; see docs/scaling.md)
 
 Errors the user can fix (bad config, missing checkpoint, bad input file) print one line and
 exit with status 2; no traceback.
@@ -55,6 +56,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
   from t5x_lite import inference  # noqa: PLC0415
 
   errors.append(inference.InferenceError)
+  from t5x_lite.scaling import cli as scaling_cli  # noqa: PLC0415
+
+  errors += scaling_cli.USER_ERRORS
   try:
     from t5x_lite.data import registry  # noqa: PLC0415
 
@@ -338,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
   )
   launch.add_argument("launch_args", nargs=argparse.REMAINDER)
   launch.set_defaults(func=cmd_launch)
+  from t5x_lite.scaling import cli as scaling_cli  # noqa: PLC0415
+
+  scaling_cli.add_parser(sub)  # `t5x-lite scaling plan|run|fit|predict` (scaling/cli.py)
   return parser
 
 
@@ -346,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = build_parser()
   args, rest = parser.parse_known_args(argv)
   overrides = [a for a in rest]
-  if args.command not in ("train", "tasks", "launch") and overrides:
+  if args.command not in ("train", "tasks", "launch", "scaling") and overrides:
     parser.error(f"unrecognized arguments: {' '.join(overrides)}")
   _setup_logging(args.verbose)
   try:
