@@ -219,12 +219,12 @@ def test_cli_plan_run_resume(tmp_path, capsys, shared_vocab_workdir):
   plan_path = str(tmp_path / "plan.json")
   overrides = ["--config.train.batch_size=8", "--config.data.feature_lengths={'targets': 32}",
                "--config.train.eval_steps=2"]  # fmt: skip
-  assert cli.main(["scaling", "plan", "--budgets", "2e9,4e9", "--points", "2", "--span", "1.7",
-                   "--tokens-per-param", "0.5", "--min-steps", "5", "--out", plan_path,
+  assert cli.main(["scaling", "plan", "--budgets", "3.2e9,6.4e9", "--points", "2", "--span", "3",
+                   "--tokens-per-param", "0.1", "--min-steps", "5", "--out", plan_path,
                    *overrides]) == 0  # fmt: skip
   p = plan.Plan.from_json(open(plan_path).read())
   assert len(p.points) == 4 and len({pt.budget for pt in p.points}) == 2
-  assert max(pt.steps for pt in p.points) <= 60
+  assert max(pt.steps for pt in p.points) <= 80
   sweep = shared_vocab_workdir(str(tmp_path / "sweep"))
   assert cli.main(["scaling", "run", plan_path, "--workdir", sweep]) == 0
   rows = report.read_results(sweep)
