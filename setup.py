@@ -23,7 +23,8 @@ setuptools.setup(
         "tqdm>=4.66",
         "safetensors>=0.4",
         "array-record>=0.5",
-        "scipy>=1.10",  # scaling-law fits (L-BFGS-B, logsumexp); also a dependency of jax
+        "scipy>=1.10",  # scaling-law fits (L-BFGS-B); also a dependency of jax
+        "pyyaml>=6.0",  # few-shot harness task files (also needed by flax, ml-collections)
     ],
     extras_require={
         # tensorflow-datasets reads ArrayRecord datasets without TensorFlow; the TFDS source test
@@ -36,6 +37,8 @@ setuptools.setup(
         "tfds": ["tensorflow-datasets>=4.9.6"],
         "tensorboard": ["tensorboardX>=2.6"],
         "scaling": ["matplotlib>=3.7"],  # `t5x-lite scaling fit` plots
+        "harness": ["lm-eval>=0.4.5"],  # t5x_lite/lm_eval_adapter.py
+        "wandb": ["wandb>=0.17"],  # train.wandb_project
     },
     entry_points={"console_scripts": ["t5x-lite=t5x_lite.cli:main"]},
 )

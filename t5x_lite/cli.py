@@ -1,7 +1,7 @@
 """`t5x-lite`: thin subcommands that parse arguments and call library functions.
 
   t5x-lite train [--config configs/gpt.py:tiny] [--workdir runs/gpt_tiny] [--config.train.steps=20]
-  t5x-lite eval --workdir W [--step N]
+  t5x-lite eval --workdir W [--step N] [--harness tasks.yaml]
   t5x-lite generate --workdir W --prompt "..." [--max-new-tokens 64 --temperature 0 --top-k 0 --seed 0]
                     [--prompt-file F --output out.jsonl --num-beams 4 --alpha 0.6]
   t5x-lite embed --workdir W --input texts.txt --output emb.npy [--pooling mean|cls]
@@ -59,6 +59,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
   from t5x_lite.scaling import cli as scaling_cli  # noqa: PLC0415
 
   errors += scaling_cli.USER_ERRORS
+  from t5x_lite import harness  # noqa: PLC0415
+
+  errors.append(harness.HarnessError)
   try:
     from t5x_lite.data import registry  # noqa: PLC0415
 
@@ -106,6 +109,11 @@ def cmd_train(args, overrides: Sequence[str]) -> int:
 
 
 def cmd_eval(args, overrides: Sequence[str]) -> int:
+  if args.harness:  # few-shot tasks from a YAML file (t5x_lite/harness.py)
+    from t5x_lite import harness  # noqa: PLC0415
+
+    print(json.dumps(harness.run_harness(args.workdir, args.harness, step=args.step), indent=2))
+    return 0
   from t5x_lite import evaluation  # noqa: PLC0415
 
   results = evaluation.evaluate_checkpoint(
@@ -271,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
   ev.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
   ev.add_argument("--task", default=None, help="task to evaluate (default: the run's task)")
   ev.add_argument("--num-batches", type=int, default=None)
+  ev.add_argument("--harness", default=None, help="few-shot tasks YAML (t5x_lite/harness.py)")
   ev.set_defaults(func=cmd_eval)
 
   gen = sub.add_parser("generate", help="continue prompts with a trained decoder / encoder-decoder")
