@@ -94,6 +94,8 @@ def base_config() -> ml_collections.ConfigDict:
   train.nonfinite = "skip"  # non-finite loss/grads: 'skip' the update | 'stop' the run
   train.sample_prompt = "The"  # a sample generation is printed at the end ('' = none)
   train.sample_tokens = 32  # length of that sample
+  train.profile_steps = ()  # (first, last): jax.profiler trace of those steps in workdir/profile
+  train.wandb_project = ""  # also log metrics to this Weights & Biases project ('' = off)
 
   config.optimizer = opt = ml_collections.ConfigDict()
   opt.name = "adamw"  # 'adamw' | 'adafactor'
@@ -426,6 +428,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _positive(f"train.{field}", t[field])
   _require(t.eval_every >= 0, f"config.train.eval_every={t.eval_every}: expected >= 0")
   _one_of(config, "train.nonfinite", t.nonfinite, ("skip", "stop"))
+  profile = tuple(t.profile_steps)
+  _require(
+    not profile or (len(profile) == 2 and all(isinstance(s, int) for s in profile)
+                    and 1 <= profile[0] <= profile[1]),
+    f"config.train.profile_steps={profile}: expected () or (first, last) with 1 <= first <= last",
+  )  # fmt: skip
   _require(
     t.batch_size % t.microbatches == 0,
     f"config.train.batch_size={t.batch_size} is not divisible by train.microbatches={t.microbatches}",

@@ -21,7 +21,7 @@ from t5x_lite import checkpoints, partitioning
 from t5x_lite import config as config_lib
 from t5x_lite import metrics as metrics_lib
 from t5x_lite.training import branch as branch_lib
-from t5x_lite.training import optimizers
+from t5x_lite.training import observability, optimizers
 from t5x_lite.training import state as state_lib
 from t5x_lite.training import step as step_lib
 
@@ -310,7 +310,9 @@ def train_and_evaluate(
     return results
 
   # -- loop -------------------------------------------------------------------------------------
-  writer = metrics_lib.MetricsWriter(workdir, enabled=is_main)
+  writer = observability.with_wandb(metrics_lib.MetricsWriter(workdir, enabled=is_main), config,
+                                   workdir, enabled=is_main)  # fmt: skip
+  profiler = observability.ProfileHook(train_config.profile_steps, workdir)
   first_step = int(jax.device_get(state.step))
   seq_tokens = {k: int(v) for k, v in config.data.feature_lengths.items()}
   flops_per_token = metrics_lib.model_flops_per_token(config_lib.model_config(config), seq_tokens)
@@ -330,8 +332,10 @@ def train_and_evaluate(
   with _Preemption() as preemption, partitioning.use_mesh(mesh, rules):
     while step < train_config.steps:
       batch = partitioning.make_global_batch(next(train_stream), batch_sharding)
-      state, step_metrics = train_step(state, batch, dropout_rng)
+      with profiler.step(step + 1):
+        state, step_metrics = train_step(state, batch, dropout_rng)
       step += 1
+      profiler.after_step(step, step_metrics)
       pending.append(step_metrics)
 
       if train_config.nonfinite == "stop":
@@ -374,6 +378,7 @@ def train_and_evaluate(
         break
 
     # -- the end: a final checkpoint (also on preemption), evaluation, a sample -------------
+    profiler.close()
     if not stopped_early or stopped_early.startswith("preempted"):
       if checkpointer.latest_step() != step:
         checkpointer.save(step, state, train_stream.get_state(), num_shards, config, force=True)
