@@ -38,8 +38,8 @@ Metrics (lm-eval's `process_results`):
 A model is anything with
   loglikelihood([(context, continuation)]) -> [(log p(continuation | context), is_greedy)]
   generate_until([(context, stop_strings, max_new_tokens)]) -> [text]
-`LoadedModelLM` adapts `t5x_lite.load(workdir)`; `t5x_lite/lm_eval_adapter.py` lets
-lm-evaluation-harness itself evaluate a run.
+`ModelLM` adapts a decoder model and its params (`ModelLM.from_loaded(t5x_lite.load(workdir))`);
+`t5x_lite/lm_eval_adapter.py` lets lm-evaluation-harness itself evaluate a run.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 import yaml
 
-from t5x_lite import inference
+from t5x_lite import decoding, inference
 from t5x_lite.models.base import cross_entropy_with_logits
 
 
@@ -337,29 +337,41 @@ def evaluate(model: LanguageModel, specs: Sequence[TaskSpec]) -> dict[str, float
 # A t5x_lite run as a harness model.
 
 
-class LoadedModelLM:
-  """`loglikelihood` / `generate_until` of a decoder-only run (t5x_lite.load(workdir)).
+class ModelLM:
+  """`loglikelihood` / `generate_until` of a decoder-only model and its params.
+
+  Built from a checkpoint with `ModelLM.from_loaded(t5x_lite.load(workdir))`, or inside the
+  training loop from (model, params fetched to host, vocabulary) for a harness run at every
+  evaluation.
 
   Pairs are tokenized as lm-eval's HF model does: trailing spaces of the context move to the
   continuation, the pair is encoded whole and the continuation is what follows the context's
-  own encoding. Sequences longer than the model's window keep their last tokens (the context is
-  cut on the left). An empty context scores the continuation from the document start, which
-  the model saw in training as a segment start (input id 0).
+  own encoding. Sequences longer than `max_length` keep their last tokens (the context is cut on
+  the left). An empty context scores the continuation from the document start, which the model
+  saw in training as a segment start (input id 0). Batches are padded to
+  [batch_size, max_length], so one program is compiled.
   """
 
-  def __init__(self, loaded: inference.LoadedModel):
-    if loaded.family != "decoder" or loaded.head:
+  def __init__(self, model, params, vocabulary, *, max_length: int, batch_size: int = 32):
+    if model.config.family != "decoder" or model.config.head:
       raise HarnessError(
-        f"{loaded.workdir}: the harness scores decoder-only language models, found "
-        f"model.family={loaded.family!r}, head={loaded.head!r}"
+        f"the harness scores decoder-only language models, found model.family="
+        f"{model.config.family!r}, head={model.config.head!r}"
       )
-    self.loaded = loaded
-    self.vocabulary = loaded.vocabulary
-    config = loaded.config.model
-    self.max_length = int(config.max_length) if config.position == "learned" else 0
-    self.max_length = self.max_length or int(loaded.target_length)
-    self.batch_size = int(loaded.batch_size)
+    self.model, self.params, self.vocabulary = model, params, vocabulary
+    self.max_length, self.batch_size = int(max_length), int(batch_size)
     self._token_scores = jax.jit(self._token_scores_fn)
+
+  @classmethod
+  def from_loaded(cls, loaded: inference.LoadedModel) -> ModelLM:
+    """The model of `t5x_lite.load(workdir)`; its window: learned positions, else the run's
+    target length."""
+    config = loaded.config.model
+    length = int(config.max_length) if config.position == "learned" else 0
+    return cls(
+      loaded.model, loaded.params, loaded.vocabulary,
+      max_length=length or int(loaded.target_length), batch_size=loaded.batch_size,
+    )  # fmt: skip
 
   def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
     spaces = len(context) - len(context.rstrip())
@@ -373,7 +385,7 @@ class LoadedModelLM:
 
   def _token_scores_fn(self, params, batch):
     """([batch, length] target log-probs, [batch, length] target == argmax)."""
-    logits = self.loaded.model.apply_logits(params, batch)
+    logits = self.model.apply_logits(params, batch)
     targets = batch["decoder_target_tokens"]
     _, _, log_prob = cross_entropy_with_logits(logits, targets)
     return log_prob, jnp.argmax(logits, axis=-1) == targets
@@ -398,7 +410,7 @@ class LoadedModelLM:
       batch = {"decoder_input_tokens": inputs, "decoder_target_tokens": targets,
                "decoder_loss_weights": weights, "decoder_segment_ids": segments,
                "decoder_positions": positions}  # fmt: skip
-      log_prob, greedy = jax.device_get(self._token_scores(self.loaded.params, batch))
+      log_prob, greedy = jax.device_get(self._token_scores(self.params, batch))
       for i in range(len(chunk)):
         mask = weights[i] > 0
         results.append((float(log_prob[i][mask].sum()), bool(greedy[i][mask].all())))
@@ -414,9 +426,13 @@ class LoadedModelLM:
     for i, (_, _, max_new_tokens) in enumerate(requests):
       groups[int(max_new_tokens)].append(i)
     for max_new_tokens, indices in groups.items():
-      texts = self.loaded.generate(
-        [requests[i][0] for i in indices], max_new_tokens=max_new_tokens, temperature=0.0
-      )
+      try:
+        texts = decoding.generate_text(
+          self.model, self.params, self.vocabulary, [requests[i][0] for i in indices],
+          max_new_tokens=max_new_tokens, temperature=0.0,
+        )  # fmt: skip
+      except ValueError as e:  # an empty prompt, or one that encodes to no tokens
+        raise HarnessError(f"generate_until: {e}") from e
       for i, text in zip(indices, texts):
         outputs[i] = cut_at_stop(text, requests[i][1])
     return outputs
@@ -431,7 +447,7 @@ def run_harness(
   """
   specs = load_tasks(yaml_path)
   loaded = inference.load(workdir, step=step)
-  results: dict[str, Any] = {"step": loaded.step, **evaluate(LoadedModelLM(loaded), specs)}
+  results: dict[str, Any] = {"step": loaded.step, **evaluate(ModelLM.from_loaded(loaded), specs)}
   if write and jax.process_index() == 0:
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)

@@ -5,7 +5,7 @@
 
 or, from Python, `lm_eval.simple_evaluate(model=T5xLiteLM(workdir=...), tasks=...)`. Needs the
 optional extra `pip install 't5x-lite[harness]'` (lm-eval). The scoring is the harness's
-(`t5x_lite/harness.py:LoadedModelLM`); `loglikelihood_rolling` cuts a document into lm-eval's
+(`t5x_lite/harness.py:ModelLM`); `loglikelihood_rolling` cuts a document into lm-eval's
 rolling windows (`get_rolling_token_windows` with a context of 1, made disjoint), so every token
 is predicted once and the first from the document start.
 """
@@ -20,7 +20,7 @@ from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from t5x_lite import inference
-from t5x_lite.harness import LoadedModelLM
+from t5x_lite.harness import ModelLM
 
 _DOCUMENT_START = -1  # stands for "no context": the model's own segment start
 
@@ -34,7 +34,7 @@ class T5xLiteLM(LM):
     del kwargs  # lm-eval passes device/batch settings meant for torch models
     loaded = inference.load(workdir, step=None if step in (None, "") else int(step),
                             batch_size=int(batch_size))  # fmt: skip
-    self.model = LoadedModelLM(loaded)
+    self.model = ModelLM.from_loaded(loaded)
 
   def loglikelihood(self, requests) -> list[tuple[float, bool]]:
     return self.model.loglikelihood([r.args for r in tqdm(requests, disable=len(requests) < 64)])

@@ -228,14 +228,15 @@ def test_harness_end_to_end_on_a_trained_run(tiny_run, tmp_path, capsys):
   import t5x_lite
 
   path = write_task(tmp_path, shots=1)
-  lm = harness.LoadedModelLM(t5x_lite.load(tiny_run))
+  loaded = t5x_lite.load(tiny_run)
+  lm = harness.ModelLM.from_loaded(loaded)
   # Token scoring agrees with LoadedModel.score on the same ids (score encodes the prompt and
   # the target separately and appends EOS).
   context, continuation = "Question: Capital of France?\nAnswer:", " Paris"
   vocabulary = lm.vocabulary
   pair = (vocabulary.encode(context), vocabulary.encode("Paris") + [vocabulary.eos_id])
   (ll_ids, _), = lm.score_tokens([pair])  # fmt: skip
-  assert ll_ids == pytest.approx(float(lm.loaded.score([context], ["Paris"])[0]), abs=1e-3)
+  assert ll_ids == pytest.approx(float(loaded.score([context], ["Paris"])[0]), abs=1e-3)
   # A text pair: encoded whole, the continuation being what follows the context's encoding.
   ids_context, ids_continuation = lm.encode_pair(context, continuation)
   assert ids_context + ids_continuation == vocabulary.encode(context + continuation)
