@@ -93,8 +93,12 @@ def test_huber_and_gradient_match_definitions():
 
 def test_too_little_data_is_a_clear_error():
   rows = synthetic_rows(budgets=(1e18,), sizes=2)
-  with pytest.raises(fit.FitError, match="needs 3 model sizes"):
+  with pytest.raises(fit.FitError, match="budget 1e.18: an IsoFLOP parabola needs 3 model sizes"):
     fit.fit_approach2(report.runs_from_rows(rows))
+  # A budget with too few sizes is left out; the others still give the law.
+  mixed = synthetic_rows(budgets=(1e18, 1e19, 1e20)) + synthetic_rows(budgets=(1e21,), sizes=2)
+  a2 = fit.fit_approach2(report.runs_from_rows(mixed), bootstrap=0)
+  assert [m["budget"] for m in a2.minima] == [1e18, 1e19, 1e20]
   with pytest.raises(fit.FitError, match="at least 5 runs"):
     fit.fit_approach3(report.runs_from_rows(rows))
 
@@ -238,3 +242,29 @@ def test_cli_plan_run_resume(tmp_path, capsys, shared_vocab_workdir):
   capsys.readouterr()
   assert cli.main(["scaling", "run", plan_path, "--workdir", sweep]) == 0
   assert "4 done, 0 to run" in capsys.readouterr().out
+
+
+def test_print_launch_commands_rebuild_each_points_config(tmp_path, capsys):
+  import shlex
+
+  plan_path = str(tmp_path / "plan.json")
+  assert cli.main(["scaling", "plan", "--budgets", "1e13,3e13", "--points", "3", "--out", plan_path,
+                   "--config.train.batch_size=8"]) == 0  # fmt: skip
+  p = plan.Plan.from_json(open(plan_path).read())
+  capsys.readouterr()
+  assert cli.main(["scaling", "run", plan_path, "--workdir", "gs://b/s", "--print-launch"]) == 0
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert len(lines) == len(p.points)
+  for line, point in zip(lines, p.points):
+    argv = shlex.split(line)
+    assert argv[:4] == ["t5x-lite", "train", "--config", p.config]
+    assert argv[4:6] == ["--workdir", f"gs://b/s/points/{point.id}"]
+    rebuilt = config_lib.get_config(argv[3], config_lib.parse_overrides(argv[6:]))
+    assert rebuilt.to_dict() == p.point_config(point).to_dict()
+    assert rebuilt.train.batch_size == 8 and rebuilt.train.steps == point.steps
+  assert cli.main(["scaling", "run", plan_path, "--workdir", "gs://b/s", "--print-launch",
+                   "--tpu-name", "Sweep", "--zone", "us-central2-b",
+                   "--accelerator-type", "v4-8"]) == 0  # fmt: skip
+  first = shlex.split(capsys.readouterr().out.splitlines()[0])
+  name = "sweep-" + p.points[0].id.lower().replace("_", "-").replace(".", "-")
+  assert first[:5] == ["t5x-lite", "launch", "up", "--name", name]

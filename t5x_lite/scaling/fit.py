@@ -87,14 +87,20 @@ class Approach2:
 
 
 def _approach2_point_estimate(runs: Sequence[Run]) -> tuple[float, float, float, float, list]:
+  """(a, b, ln-intercepts, minima) from the budgets whose profile has a minimum; a budget with
+  fewer than 3 sizes or no curvature is left out (and listed with `skipped` in the minima)."""
   by_budget: dict[float, list[Run]] = {}
   for run in runs:
     by_budget.setdefault(run.budget, []).append(run)
-  minima = []
+  minima, skipped = [], []
   for budget in sorted(by_budget):
     group = by_budget[budget]
     log_n = np.log([r.params for r in group])
-    log_opt, coefficients = isoflop_minimum(log_n, np.array([r.loss for r in group]))
+    try:
+      log_opt, coefficients = isoflop_minimum(log_n, np.array([r.loss for r in group]))
+    except FitError as e:
+      skipped.append(f"budget {budget:.3g}: {e}")
+      continue
     minima.append(
       {
         "budget": budget,
@@ -106,7 +112,10 @@ def _approach2_point_estimate(runs: Sequence[Run]) -> tuple[float, float, float,
       }
     )
   if len(minima) < 2:
-    raise FitError(f"approach 2 needs IsoFLOP profiles at 2 budgets or more, found {len(minima)}")
+    raise FitError(
+      f"approach 2 needs IsoFLOP minima at 2 budgets or more, found {len(minima)}"
+      + (f" ({'; '.join(skipped)})" if skipped else "")
+    )
   log_c = np.log([m["budget"] for m in minima])
   a, n0 = np.polyfit(log_c, np.log([m["params_opt"] for m in minima]), 1)
   b, d0 = np.polyfit(log_c, np.log([m["tokens_opt"] for m in minima]), 1)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import time
@@ -129,6 +130,11 @@ def run_sweep(
   return rows
 
 
+def _tpu_name(prefix: str, point_id: str) -> str:
+  """A Cloud TPU node name (lower case letters, digits, '-'): 'sweep-c1e13-d48'."""
+  return re.sub(r"[^a-z0-9-]", "-", f"{prefix}-{point_id}".lower()).strip("-")
+
+
 def launch_commands(plan: plan_lib.Plan, workdir: str, tpu: dict[str, str] | None = None) -> str:
   """Shell commands for every point: `t5x-lite train` (or `t5x-lite launch up` with `tpu` =
   {'name', 'zone', 'accelerator_type'}), one per line. Results are then collected with
@@ -139,7 +145,7 @@ def launch_commands(plan: plan_lib.Plan, workdir: str, tpu: dict[str, str] | Non
     overrides = [f"--config.{k}={v}" for k, v in list(plan.base_overrides) + point.overrides]
     if tpu:
       head = [
-        "t5x-lite", "launch", "up", "--name", f"{tpu['name']}-{point.id.lower()}".replace(".", "-"),
+        "t5x-lite", "launch", "up", "--name", _tpu_name(tpu["name"], point.id),
         "--zone", tpu["zone"], "--accelerator-type", tpu["accelerator_type"],
       ]  # fmt: skip
     else:
