@@ -239,6 +239,8 @@ def test_cli_plan_run_resume(tmp_path, capsys, shared_vocab_workdir):
     # Same held-out text for every point: bits per byte ∝ loss with one bytes-per-token ratio.
   ratios = [r["loss"] / r["bits_per_byte"] for r in rows]
   assert max(ratios) == pytest.approx(min(ratios), rel=1e-6)
+  # loss / bpb = ln 2 · bytes per token: ~3.4 for the 1,024-piece vocabulary on pydoc.
+  assert 2.5 * math.log(2) < ratios[0] < 4.5 * math.log(2)
   capsys.readouterr()
   assert cli.main(["scaling", "run", plan_path, "--workdir", sweep]) == 0
   assert "4 done, 0 to run" in capsys.readouterr().out

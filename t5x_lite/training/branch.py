@@ -88,6 +88,12 @@ def open_parent(config: ml_collections.ConfigDict, workdir: str) -> DecayBranch:
         f"config.{key}={mine[key]!r} differs from the parent {parent} (step {step}: "
         f"{theirs.get(key)!r}); a decay branch keeps the parent's model and data stream"
       )
+  if config.optimizer.decay == "wsd" and int(config.optimizer.wsd_decay_start) != step:
+    logging.warning(
+      "decay branch from step %d with optimizer.wsd_decay_start=%d: a cooldown from the branch "
+      "point sets wsd_decay_start=%d",
+      step, config.optimizer.wsd_decay_start, step,
+    )  # fmt: skip
   _copy_vocabulary(parent, workdir)
   return DecayBranch(parent, step, checkpointer, saved)
 
