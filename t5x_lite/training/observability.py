@@ -24,6 +24,8 @@ from typing import Any
 import jax
 import ml_collections
 
+from t5x_lite.config import ConfigError
+
 PROFILE_DIR = "profile"
 WANDB_ID_FILE = "wandb_run_id"
 
@@ -74,8 +76,8 @@ class WandbWriter:
       return
     try:
       import wandb  # noqa: PLC0415 - optional extra
-    except ImportError as e:
-      raise ImportError(
+    except ImportError as e:  # a ConfigError: the CLI reports it in one line
+      raise ConfigError(
         f"config.train.wandb_project={project!r} needs wandb: pip install 't5x-lite[wandb]'"
       ) from e
     id_path = os.path.join(workdir, WANDB_ID_FILE)
