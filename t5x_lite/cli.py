@@ -1,7 +1,7 @@
 """`t5x-lite`: thin subcommands that parse arguments and call library functions.
 
   t5x-lite train [--config gpt.py:tiny] [--workdir runs/gpt_tiny] [--config.train.steps=20]
-  t5x-lite eval --workdir W [--step N]
+  t5x-lite eval --workdir W [--step N] [--harness tasks.yaml]
   t5x-lite generate --workdir W --prompt "..." [--max-new-tokens 64 --temperature 0 --top-k 0 --seed 0]
                     [--prompt-file F --output out.jsonl --num-beams 4 --alpha 0.6]
   t5x-lite embed --workdir W --input texts.txt --output emb.npy [--pooling mean|cls]
@@ -11,6 +11,7 @@
   t5x-lite convert --from hf --model path/to/hf_dir --out runs/init
   t5x-lite launch ...   (Cloud TPU VM; see docs/tpu.md)
   t5x-lite curate --input 'crawl/*.warc.gz' --out corpus/ --config curate.py:web_en
+  t5x-lite scaling plan|run|fit|predict ...   (scaling laws; see docs/scaling.md)
 
 Errors the user can fix (bad config, missing checkpoint, bad input file) print one line and
 exit with status 2; no traceback.
@@ -58,8 +59,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
   errors.append(inference.InferenceError)
   from t5x_lite.curation import CurationError  # noqa: PLC0415
   from t5x_lite.data import DataError  # noqa: PLC0415 (RegistryError is a DataError)
+  from t5x_lite.evaluation import harness  # noqa: PLC0415
+  from t5x_lite.scaling import cli as scaling_cli  # noqa: PLC0415
 
-  errors += [CurationError, DataError]
+  errors += [CurationError, DataError, *scaling_cli.USER_ERRORS, harness.HarnessError]
   return tuple(errors)
 
 
@@ -99,6 +102,11 @@ def cmd_train(args, overrides: Sequence[str]) -> int:
 
 
 def cmd_eval(args, overrides: Sequence[str]) -> int:
+  if args.harness:  # few-shot tasks from a YAML file (evaluation/harness.py)
+    from t5x_lite.evaluation import harness  # noqa: PLC0415
+
+    print(json.dumps(harness.run_harness(args.workdir, args.harness, step=args.step), indent=2))
+    return 0
   from t5x_lite.evaluation import checkpoint as evaluation  # noqa: PLC0415
 
   results = evaluation.evaluate_checkpoint(
@@ -264,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
   ev.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
   ev.add_argument("--task", default=None, help="task to evaluate (default: the run's task)")
   ev.add_argument("--num-batches", type=int, default=None)
+  ev.add_argument(
+    "--harness", default=None, help="few-shot tasks YAML (t5x_lite/evaluation/harness.py)"
+  )
   ev.set_defaults(func=cmd_eval)
 
   gen = sub.add_parser("generate", help="continue prompts with a trained decoder / encoder-decoder")
@@ -337,8 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
   launch.set_defaults(func=cmd_launch)
 
   from t5x_lite.curation import cli as curate_cli  # noqa: PLC0415
+  from t5x_lite.scaling import cli as scaling_cli  # noqa: PLC0415
 
   curate_cli.add_parser(sub)
+  scaling_cli.add_parser(sub)  # `t5x-lite scaling plan|run|fit|predict` (scaling/cli.py)
   return parser
 
 
@@ -347,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = build_parser()
   args, rest = parser.parse_known_args(argv)
   overrides = [a for a in rest]
-  if args.command not in ("train", "tasks", "launch", "curate") and overrides:
+  if args.command not in ("train", "tasks", "launch", "curate", "scaling") and overrides:
     parser.error(f"unrecognized arguments: {' '.join(overrides)}")
   _setup_logging(args.verbose)
   try:

@@ -70,17 +70,24 @@ def base_config() -> ml_collections.ConfigDict:
   train.async_checkpoints = True  # save in a background thread
   train.init_from = ""  # checkpoint dir or workdir to load params from (fine-tuning)
   train.frozen = ()  # regexes of parameter paths not to train
+  train.branch_from = ""  # 'WORKDIR:STEP': start from that checkpoint's full state and data
+  # position (a WSD decay branch, training/branch.py); ignored once this workdir has a checkpoint
   train.nonfinite = "skip"  # non-finite loss/grads: 'skip' the update | 'stop' the run
   train.sample_prompt = "The"  # a sample generation is printed at the end ('' = none)
   train.sample_tokens = 32  # length of that sample
+  train.profile_steps = ()  # (first, last): jax.profiler trace of those steps in workdir/profile
+  train.wandb_project = ""  # also log metrics to this Weights & Biases project ('' = off)
 
   config.optimizer = opt = ml_collections.ConfigDict()
   opt.name = "adamw"  # 'adamw' | 'adafactor'
   opt.learning_rate = 3e-3  # peak learning rate (after warmup)
   opt.warmup_steps = 30  # linear warmup from 0 to the peak
-  opt.decay = "cosine"  # after warmup: 'cosine' | 'linear' | 'rsqrt' | 'constant'
+  opt.decay = "cosine"  # after warmup: 'cosine' | 'linear' | 'rsqrt' | 'constant' | 'wsd'
   opt.decay_steps = 0  # steps of the decay after warmup; 0 = train.steps - warmup_steps
   opt.end_factor = 0.1  # learning rate at the end of decay, as a fraction of the peak
+  opt.wsd_decay_fraction = 0.2  # wsd: the last fraction of train.steps spent decaying
+  opt.wsd_decay_shape = "linear"  # wsd: decay shape 'linear' | 'cosine' | 'sqrt' (1 - sqrt x)
+  opt.wsd_decay_start = 0  # wsd: step the decay starts (a decay branch); 0 = from the fraction
   opt.weight_decay = 0.1  # decoupled weight decay (not on biases, norms)
   opt.b1 = 0.9  # Adam beta1
   opt.b2 = 0.95  # Adam beta2
@@ -410,13 +417,20 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _positive(f"train.{field}", t[field])
   _require(t.eval_every >= 0, f"config.train.eval_every={t.eval_every}: expected >= 0")
   _one_of(config, "train.nonfinite", t.nonfinite, ("skip", "stop"))
+  profile = tuple(t.profile_steps)
+  _require(
+    not profile or (len(profile) == 2 and all(isinstance(s, int) for s in profile)
+                    and 1 <= profile[0] <= profile[1]),
+    f"config.train.profile_steps={profile}: expected () or (first, last) with 1 <= first <= last",
+  )  # fmt: skip
   _require(
     t.batch_size % t.microbatches == 0,
     f"config.train.batch_size={t.batch_size} is not divisible by train.microbatches={t.microbatches}",
   )
 
   _one_of(config, "optimizer.name", o.name, ("adamw", "adafactor"))
-  _one_of(config, "optimizer.decay", o.decay, ("cosine", "linear", "rsqrt", "constant"))
+  _one_of(config, "optimizer.decay", o.decay, ("cosine", "linear", "rsqrt", "constant", "wsd"))
+  _validate_wsd(config)
   _require(o.learning_rate > 0, f"config.optimizer.learning_rate={o.learning_rate}: expected > 0")
   _require(o.warmup_steps >= 0, f"config.optimizer.warmup_steps={o.warmup_steps}: expected >= 0")
   _require(
@@ -433,6 +447,28 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       f"config.train.batch_size={t.batch_size} (per microbatch {per_step}) is not divisible "
       f"by the {data_parallel} data-parallel devices (mesh data={sizes['data']} x fsdp={sizes['fsdp']})",
     )
+
+
+def _validate_wsd(config: ml_collections.ConfigDict) -> None:
+  """The WSD keys: a fraction in [0, 1], a known shape, a decay start inside the run."""
+  o, steps = config.optimizer, config.train.steps
+  _require(
+    0.0 <= o.wsd_decay_fraction <= 1.0,
+    f"config.optimizer.wsd_decay_fraction={o.wsd_decay_fraction}: expected [0, 1]",
+  )
+  _one_of(config, "optimizer.wsd_decay_shape", o.wsd_decay_shape, ("linear", "cosine", "sqrt"))
+  _require(
+    o.wsd_decay_start >= 0, f"config.optimizer.wsd_decay_start={o.wsd_decay_start}: expected >= 0"
+  )
+  if o.decay != "wsd":
+    return
+  start = o.wsd_decay_start or steps - round(steps * o.wsd_decay_fraction)
+  _require(
+    o.warmup_steps <= start <= steps,
+    f"config.optimizer: the WSD decay starts at step {start} (wsd_decay_start="
+    f"{o.wsd_decay_start}, wsd_decay_fraction={o.wsd_decay_fraction}), expected between "
+    f"optimizer.warmup_steps={o.warmup_steps} and train.steps={steps}",
+  )
 
 
 def model_config(config: ml_collections.ConfigDict) -> ModelConfig:

@@ -61,11 +61,18 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
       "t5x_lite.training.step",
       "t5x_lite.training.init_from",
       "t5x_lite.training.preemption",
+      "t5x_lite.training.branch",
+      "t5x_lite.training.observability",
     ),
   ),
   (
     "L4 run setup",
-    ("t5x_lite.training.setup", "t5x_lite.training.hooks", "t5x_lite.evaluation.evaluator"),
+    (
+      "t5x_lite.training.setup",
+      "t5x_lite.training.hooks",
+      "t5x_lite.evaluation.evaluator",
+      "t5x_lite.evaluation.bits_per_byte",
+    ),
   ),
   (
     "L5 apps",
@@ -75,16 +82,23 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
       "t5x_lite.inference",
       "t5x_lite.convert.*",
       "t5x_lite.curation.*",
+      "t5x_lite.evaluation.harness",
+      "t5x_lite.evaluation.lm_eval_adapter",
     ),
   ),
-  ("L6 entry points", ("t5x_lite.cli", "t5x_lite.launch", "t5x_lite")),
+  (
+    "L6 entry points",
+    ("t5x_lite.cli", "t5x_lite.launch", "t5x_lite", "t5x_lite.scaling", "t5x_lite.scaling.*"),
+  ),
 )
 # The command-line modules may import lazily: `curation.cli` reaches `curation.beam`, which needs the
 # optional apache-beam, only when `--runner beam` is asked for.
-LAZY_IMPORTS_ALLOWED = ("t5x_lite.cli", "t5x_lite", "t5x_lite.curation.cli")
+LAZY_IMPORTS_ALLOWED = ("t5x_lite.cli", "t5x_lite", "t5x_lite.curation.cli", "t5x_lite.scaling.cli")
 # The families' own code, configs and their validation, the HF mappings, and the fine-tuning task
-# helpers (whose `family=` argument says which model a task's text is framed for).
+# helpers (whose `family=` argument says which model a task's text is framed for), and the scaling
+# planner (which builds the shipped config of the family it is asked to plan).
 FAMILY_NAMES_ALLOWED = (
+  "t5x_lite.scaling*",
   "t5x_lite.models*",
   "t5x_lite.configs*",
   "t5x_lite.config",

@@ -24,8 +24,9 @@ from t5x_lite import config as config_lib
 from t5x_lite.data import pipeline
 from t5x_lite.data.sharded_stream import HostBatchStream
 from t5x_lite.evaluation import evaluator
+from t5x_lite.training import branch as branch_lib
 from t5x_lite.training import hooks as hooks_lib
-from t5x_lite.training import init_from
+from t5x_lite.training import init_from, observability
 from t5x_lite.training.hooks import StopReason
 from t5x_lite.training.preemption import Preemption
 from t5x_lite.training.setup import RunSetup
@@ -70,6 +71,10 @@ def train_and_evaluate(
   num_shards = config.data.num_shards or jax.process_count()
   if resume_step is not None:
     num_shards = checkpointer.restore_config(resume_step).data.num_shards or num_shards
+  branch = None  # a decay branch starts from another run's checkpoint (training/branch.py)
+  if resume_step is None and train.branch_from:
+    branch = branch_lib.open_parent(config, workdir)
+    num_shards = branch.num_shards
   with config.unlocked():
     config.data.num_shards = num_shards
 
@@ -94,6 +99,9 @@ def train_and_evaluate(
     )
     train_stream.set_state(data_states)
     logging.info("resumed from step %d of %s", resume_step, checkpointer.directory)
+  elif branch is not None:
+    state, data_states = branch.restore(setup.abstract_state(), train_stream.shards)
+    train_stream.set_state(data_states)
   else:
     state = setup.init_state()
     if train.init_from:  # params by name; the optimizer and the step start fresh
@@ -125,7 +133,10 @@ def train_and_evaluate(
     checkpointer.save(step, state, train_stream.get_state(), num_shards, config, force=force)
 
   # -- 7. the loop ------------------------------------------------------------------------------
-  writer = reporting.MetricsWriter(workdir, enabled=is_main)
+  writer = observability.with_wandb(
+    reporting.MetricsWriter(workdir, enabled=is_main), config, workdir, enabled=is_main
+  )
+  profiler = observability.ProfileHook(train.profile_steps, workdir)
   progress = _progress(config, setup, int(jax.device_get(state.step)), is_main, len(devices))
   step = int(jax.device_get(state.step))
   with Preemption() as preemption, setup.use_mesh():
@@ -141,8 +152,10 @@ def train_and_evaluate(
     reason = StopReason.COMPLETED
     while step < train.steps:
       batch = setup.global_batch(next(train_stream))
-      state, step_metrics = train_step(state, batch, dropout_rng)
+      with profiler.step(step + 1):
+        state, step_metrics = train_step(state, batch, dropout_rng)
       step += 1
+      profiler.after_step(step, step_metrics)
       reason = after_step(step, state, step_metrics) or StopReason.COMPLETED
       if reason is not StopReason.COMPLETED:
         break
@@ -151,6 +164,7 @@ def train_and_evaluate(
     if reason is not StopReason.NONFINITE and checkpointer.latest_step() != step:
       save(step, state, force=True)
     checkpointer.close()
+    profiler.close()
     progress.close()
     if reason is not StopReason.COMPLETED:
       writer.close()

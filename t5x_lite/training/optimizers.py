@@ -5,6 +5,9 @@ Schedule: linear warmup from 0 to the peak over `warmup_steps`, then one of
   linear    peak -> peak·end_factor linearly over `decay_steps`
   rsqrt     peak·sqrt(warmup / step) (T5's inverse square root), floored at peak·end_factor
   constant  peak
+  wsd       warmup-stable-decay: peak until `wsd_decay_start`, then a cooldown to peak·end_factor
+            over the remaining steps, shaped 'linear', 'cosine' or 'sqrt' (1 − √x, Hägele et al.
+            2024); see `wsd_boundaries`.
 `decay_steps = 0` means "until the end of training" (train.steps − warmup_steps).
 """
 
@@ -28,6 +31,8 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   decay_steps = int(opt.decay_steps) or max(1, int(config.train.steps) - warmup)
   end = peak * float(opt.end_factor)
 
+  if opt.decay == "wsd":
+    return wsd_schedule(config)
   if opt.decay == "cosine":
     decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=float(opt.end_factor))
   elif opt.decay == "linear":
@@ -46,6 +51,57 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
     return decay
   warmup_schedule = optax.linear_schedule(0.0, peak, warmup)
   return optax.join_schedules([warmup_schedule, decay], boundaries=[warmup])
+
+
+def wsd_boundaries(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
+  """(warmup_steps, decay_start, decay_steps) of a WSD run of `config.train.steps` steps.
+
+  `optimizer.wsd_decay_start` (a decay branch: the step it was branched from) wins; otherwise
+  the decay takes the last `wsd_decay_fraction` of training (rounded to whole steps).
+  """
+  opt, steps = config.optimizer, int(config.train.steps)
+  warmup = int(opt.warmup_steps)
+  start = int(opt.wsd_decay_start) or steps - round(steps * float(opt.wsd_decay_fraction))
+  if not warmup <= start <= steps:
+    raise ConfigError(
+      f"config.optimizer: the WSD decay starts at step {start}, outside [warmup_steps={warmup}, "
+      f"train.steps={steps}] (check optimizer.wsd_decay_start / wsd_decay_fraction)"
+    )
+  return warmup, start, steps - start
+
+
+def wsd_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """Warmup (0 -> peak, linear) | stable (peak) | decay (peak -> peak·end_factor) as optax pieces.
+
+  With x = (step − decay_start) / decay_steps in [0, 1] the decay is
+    linear  end + (peak − end)·(1 − x)
+    cosine  end + (peak − end)·(1 + cos πx)/2
+    sqrt    end + (peak − end)·(1 − √x)
+  Values at the boundaries are exact: schedule(warmup) = schedule(decay_start) = peak and
+  schedule(train.steps) = peak·end_factor.
+  """
+  opt = config.optimizer
+  peak = float(opt.learning_rate)
+  end = peak * float(opt.end_factor)
+  warmup, start, decay_steps = wsd_boundaries(config)
+  shape = opt.wsd_decay_shape
+  if shape == "linear":
+    decay = optax.linear_schedule(peak, end, max(decay_steps, 1))
+  elif shape == "cosine":
+    decay = optax.cosine_decay_schedule(peak, max(decay_steps, 1), alpha=float(opt.end_factor))
+  elif shape == "sqrt":
+
+    def decay(count):
+      x = jnp.clip(count / max(decay_steps, 1), 0.0, 1.0)
+      return end + (peak - end) * (1.0 - jnp.sqrt(x))
+  else:
+    raise ConfigError(
+      f"config.optimizer.wsd_decay_shape={shape!r}: expected 'linear', 'cosine' or 'sqrt'"
+    )
+  pieces = [optax.linear_schedule(0.0, peak, warmup)] if warmup else []
+  pieces += [optax.constant_schedule(peak), decay]
+  boundaries = ([warmup] if warmup else []) + [start]
+  return optax.join_schedules(pieces, boundaries=boundaries)
 
 
 def decay_mask(params) -> object:
