@@ -77,6 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
   train.sample_tokens = 32  # length of that sample
   train.profile_steps = ()  # (first, last): jax.profiler trace of those steps in workdir/profile
   train.wandb_project = ""  # also log metrics to this Weights & Biases project ('' = off)
+  train.harness_tasks = ""  # few-shot tasks YAML scored at every evaluation ('' = off; decoders)
 
   config.optimizer = opt = ml_collections.ConfigDict()
   opt.name = "adamw"  # 'adamw' | 'adafactor'
@@ -417,6 +418,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _positive(f"train.{field}", t[field])
   _require(t.eval_every >= 0, f"config.train.eval_every={t.eval_every}: expected >= 0")
   _one_of(config, "train.nonfinite", t.nonfinite, ("skip", "stop"))
+  _require(
+    not t.harness_tasks or os.path.isfile(t.harness_tasks),
+    f"config.train.harness_tasks={t.harness_tasks!r}: no such file (a few-shot tasks YAML)",
+  )
   profile = tuple(t.profile_steps)
   _require(
     not profile or (len(profile) == 2 and all(isinstance(s, int) for s in profile)

@@ -362,13 +362,13 @@ def test_reference_corpus_dedup(tmp_path):
 def registry_for(tmp_path, out):
   path = tmp_path / "curated_tasks.py"
   path.write_text(
-    "from t5x_lite.data import preprocessors\n"
+    "from t5x_lite.data import objectives, preprocessors\n"
     "from t5x_lite.data.curated_source import CuratedSource\n"
     "from t5x_lite.data.registry import Feature, Task, TaskRegistry\n"
     "if 'curated_lm' in TaskRegistry:\n"
     "  TaskRegistry.remove('curated_lm')\n"
     f"TaskRegistry.add(Task('curated_lm', CuratedSource({str(out)!r}),\n"
-    "  [preprocessors.tokenize, preprocessors.append_eos, preprocessors.causal_lm],\n"
+    "  [preprocessors.tokenize, preprocessors.append_eos, objectives.causal_lm],\n"
     "  {'targets': Feature(add_eos=True)}))\n"
   )
   return path

@@ -308,3 +308,35 @@ def test_lm_eval_adapter_runs_local_tasks_end_to_end(tiny_run, tmp_path):
   assert bpb == pytest.approx(direct, rel=1e-5)
   assert 0.5 < bpb < 10
   assert np.isfinite(results["t5x_ppl"]["word_perplexity,none"])
+
+
+@pytest.mark.slow
+def test_harness_runs_at_every_evaluation_of_training(tmp_path, shared_vocab_workdir):
+  """`train.harness_tasks`: each evaluation logs the few-shot metrics beside the loss, and they
+  equal a harness run on the final checkpoint."""
+  from t5x_lite import config as config_lib
+  from t5x_lite.training import loop
+
+  path = write_task(tmp_path, shots=1)
+  workdir = shared_vocab_workdir(str(tmp_path / "run"))
+  overrides = {
+    "train.steps": "6",
+    "train.batch_size": "8",
+    "train.eval_every": "3",
+    "train.eval_steps": "1",
+    "train.checkpoint_every": "6",
+    "train.sample_prompt": "",
+    "train.harness_tasks": path,
+    "data.feature_lengths": "{'targets': 64}",
+    "model.max_length": "64",
+  }
+  config = config_lib.get_config("gpt.py:tiny", list(overrides.items()))
+  result = loop.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    logged = [json.loads(line) for line in f]
+  evals = [r for r in logged if "eval/harness/mc/acc" in r]
+  assert [r["step"] for r in evals] == [3, 6]  # periodic, then the final evaluation
+  assert result["eval"]["harness/mc/acc"] == harness.run_harness(workdir, path)["mc/acc"]
+  # A missing task file fails before anything compiles.
+  with pytest.raises(config_lib.ConfigError, match="harness_tasks"):
+    config_lib.get_config("gpt.py:tiny", [("train.harness_tasks", str(tmp_path / "no.yaml"))])

@@ -23,7 +23,7 @@ from t5x_lite import checkpoints, reporting
 from t5x_lite import config as config_lib
 from t5x_lite.data import pipeline
 from t5x_lite.data.sharded_stream import HostBatchStream
-from t5x_lite.evaluation import evaluator
+from t5x_lite.evaluation import evaluator, harness
 from t5x_lite.training import branch as branch_lib
 from t5x_lite.training import hooks as hooks_lib
 from t5x_lite.training import init_from, observability
@@ -90,6 +90,12 @@ def train_and_evaluate(
   logging.info(
     "process %d reads data shards %s of %d", jax.process_index(), train_stream.shards, num_shards
   )
+  few_shot = None  # train.harness_tasks: read and checked now, before anything compiles
+  if train.harness_tasks:
+    few_shot = harness.ModelLM(
+      setup.model, None, vocabulary, max_length=max(config.data.feature_lengths.values())
+    )
+    few_shot_tasks = harness.load_tasks(train.harness_tasks)
 
   # -- 5. state: resumed, or fresh (and maybe initialized from another run) --------------------
   start = time.time()
@@ -127,6 +133,10 @@ def train_and_evaluate(
     results.update(evaluator.task_metric_results(
       setup.model, params, config, vocabulary, make_eval_stream, train.eval_steps,
       config.data.eval_task or config.data.task))  # fmt: skip
+    if few_shot is not None:  # few-shot accuracy (evaluation/harness.py) of these params
+      few_shot.params = params
+      scores = harness.evaluate(few_shot, few_shot_tasks)
+      results.update({f"harness/{name}": value for name, value in scores.items()})
     return results
 
   def save(step: int, state, force: bool = False) -> None:
