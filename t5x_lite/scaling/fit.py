@@ -273,7 +273,9 @@ def fit_approach3(
   for _ in range(bootstrap):
     index = rng.integers(0, len(runs), size=len(runs))
     refit, _ = _fit_from(seeds, log_n[index], log_d[index], log_loss[index])
-    if refit is not None:
+    # A resample can leave the law unidentified (e.g. one model size): ln A or ln B then runs
+    # off to where exp overflows; such a refit says nothing about the interval, skip it.
+    if refit is not None and np.all(np.abs(refit[:3]) < 700):
       samples.append(_natural(refit))
   intervals = {}
   if samples:
