@@ -87,8 +87,9 @@ class Approach2:
 
 
 def _approach2_point_estimate(runs: Sequence[Run]) -> tuple[float, float, float, float, list]:
-  """(a, b, ln-intercepts, minima) from the budgets whose profile has a minimum; a budget with
-  fewer than 3 sizes or no curvature is left out (and listed with `skipped` in the minima)."""
+  """(a, b, ln-intercepts, minima) from the budgets whose profile has a minimum inside the sizes
+  run; a budget with fewer than 3 sizes, no curvature or an extrapolated minimum is left out of
+  the power-law fit (as in Hoffmann et al., whose profiles bracket their minima)."""
   by_budget: dict[float, list[Run]] = {}
   for run in runs:
     by_budget.setdefault(run.budget, []).append(run)
@@ -101,24 +102,29 @@ def _approach2_point_estimate(runs: Sequence[Run]) -> tuple[float, float, float,
     except FitError as e:
       skipped.append(f"budget {budget:.3g}: {e}")
       continue
-    minima.append(
-      {
-        "budget": budget,
-        "params_opt": math.exp(log_opt),
-        "tokens_opt": budget / (6 * math.exp(log_opt)),
-        "loss_opt": float(np.polyval(coefficients, log_opt)),
-        "coefficients": [float(c) for c in coefficients],
-        "inside_range": bool(log_n.min() <= log_opt <= log_n.max()),
-      }
-    )
-  if len(minima) < 2:
+    minimum = {
+      "budget": budget,
+      "params_opt": math.exp(log_opt),
+      "tokens_opt": budget / (6 * math.exp(log_opt)),
+      "loss_opt": float(np.polyval(coefficients, log_opt)),
+      "coefficients": [float(c) for c in coefficients],
+      "inside_range": bool(log_n.min() <= log_opt <= log_n.max()),
+    }
+    minima.append(minimum)
+    if not minimum["inside_range"]:  # the parabola's vertex was not measured, only extrapolated
+      skipped.append(
+        f"budget {budget:.3g}: the minimum N={minimum['params_opt']:.3g} lies outside the sizes "
+        f"run ({math.exp(log_n.min()):.3g}..{math.exp(log_n.max()):.3g})"
+      )
+  measured = [m for m in minima if m["inside_range"]]
+  if len(measured) < 2:
     raise FitError(
-      f"approach 2 needs IsoFLOP minima at 2 budgets or more, found {len(minima)}"
-      + (f" ({'; '.join(skipped)})" if skipped else "")
+      f"approach 2 needs IsoFLOP minima inside the sizes run at 2 budgets or more, found "
+      f"{len(measured)}" + (f" ({'; '.join(skipped)})" if skipped else "")
     )
-  log_c = np.log([m["budget"] for m in minima])
-  a, n0 = np.polyfit(log_c, np.log([m["params_opt"] for m in minima]), 1)
-  b, d0 = np.polyfit(log_c, np.log([m["tokens_opt"] for m in minima]), 1)
+  log_c = np.log([m["budget"] for m in measured])
+  a, n0 = np.polyfit(log_c, np.log([m["params_opt"] for m in measured]), 1)
+  b, d0 = np.polyfit(log_c, np.log([m["tokens_opt"] for m in measured]), 1)
   return float(a), float(b), float(n0), float(d0), minima
 
 
