@@ -39,6 +39,7 @@ setuptools.setup(
     "orbax-checkpoint>=0.10.0",
     "grain>=0.2.4",
     "sentencepiece>=0.2.0",
+    "tokenizers>=0.20",  # Rust BPE / WordPiece / Unigram; encode_batch_fast
     "ml-collections>=0.1.1",
     "numpy>=1.26",
     "tqdm>=4.66",

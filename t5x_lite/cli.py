@@ -7,7 +7,7 @@
   t5x-lite embed --workdir W --input texts.txt --output emb.npy [--pooling mean|cls]
   t5x-lite predict --workdir W --input texts.txt [--output predictions.jsonl]
   t5x-lite tasks list | t5x-lite tasks show NAME [-n 3]
-  t5x-lite tokenizer train --input 'corpus/*.txt' --vocab-size 32000 --extra-ids 100 --out spm
+  t5x-lite tokenizer train --type unigram --input 'corpus/*.txt' --vocab-size 32000 --out spm
   t5x-lite convert --from hf --model path/to/hf_dir --out runs/init
   t5x-lite launch ...   (Cloud TPU VM; see docs/tpu.md)
   t5x-lite curate --input 'crawl/*.warc.gz' --out corpus/ --config curate.py:web_en
@@ -211,17 +211,9 @@ def cmd_tasks(args, overrides: Sequence[str]) -> int:
 
 
 def cmd_tokenizer(args, overrides: Sequence[str]) -> int:
-  from t5x_lite.data import vocabularies  # noqa: PLC0415
+  from t5x_lite.data import tokenizer_training  # noqa: PLC0415
 
-  path = vocabularies.train_sentencepiece_from_files(
-    args.input,
-    args.out,
-    vocab_size=args.vocab_size,
-    extra_ids=args.extra_ids,
-    model_type=args.model_type,
-  )
-  print(f"wrote {path}")
-  return 0
+  return tokenizer_training.run_train_command(args)
 
 
 def cmd_convert(args, overrides: Sequence[str]) -> int:
@@ -229,10 +221,13 @@ def cmd_convert(args, overrides: Sequence[str]) -> int:
 
   if args.source != "hf":
     raise UsageError(f"--from {args.source}: only 'hf' is supported")
-  if args.to_hf:
-    path = hf.export_checkpoint(args.model, args.out)
-  else:
-    path = hf.convert_to_checkpoint(args.model, args.out)
+  try:
+    if args.to_hf or args.target == "hf":
+      path = hf.export_checkpoint(args.model, args.out)
+    else:
+      path = hf.convert_to_checkpoint(args.model, args.out)
+  except hf.ConversionError as e:
+    raise UsageError(str(e)) from None
   print(f"wrote {path}")
   return 0
 
@@ -322,14 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
   for p in (tasks_list, tasks_show):
     p.set_defaults(func=cmd_tasks)
 
-  tok = sub.add_parser("tokenizer", help="train a SentencePiece vocabulary")
+  tok = sub.add_parser("tokenizer", help="train a tokenizer (SentencePiece, byte-BPE, WordPiece)")
   tok_sub = tok.add_subparsers(dest="tokenizer_command", required=True)
   tok_train = tok_sub.add_parser("train")
   tok_train.add_argument("--input", required=True, help="text files (glob)")
-  tok_train.add_argument("--out", required=True, help="output prefix (writes PREFIX.model)")
+  tok_train.add_argument("--out", required=True, help="output folder (AutoTokenizer loads it)")
   tok_train.add_argument("--vocab-size", type=int, default=32000, help="total, extra ids included")
   tok_train.add_argument("--extra-ids", type=int, default=100)
+  tok_train.add_argument("--type", choices=("unigram", "bpe", "byte-bpe", "wordpiece"))
   tok_train.add_argument("--model-type", default="unigram", choices=("unigram", "bpe"))
+  tok_train.add_argument("--lowercase", action="store_true", help="byte-bpe / wordpiece only")
   tok_train.set_defaults(func=cmd_tokenizer)
 
   conv = sub.add_parser("convert", help="import a Hugging Face checkpoint (safetensors)")
@@ -338,7 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     "--model", required=True, help="HF model directory (config.json + *.safetensors)"
   )
   conv.add_argument("--out", required=True)
-  conv.add_argument("--to-hf", action="store_true", help="export a t5x_lite run to HF instead")
+  conv.add_argument("--to", dest="target", choices=("hf",), help="export a t5x_lite run (--model "
+                    "WORKDIR) to a Hugging Face folder: config, safetensors, tokenizer")  # fmt: skip
+  conv.add_argument("--to-hf", action="store_true", help=argparse.SUPPRESS)  # old spelling
   conv.set_defaults(func=cmd_convert)
 
   launch = sub.add_parser(

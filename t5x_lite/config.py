@@ -49,7 +49,12 @@ def base_config() -> ml_collections.ConfigDict:
   data.vocab = "sentencepiece"  # 'sentencepiece' (trained on first use) | 'byte'
   data.vocab_size = 1024  # SentencePiece vocabulary size, extra ids included
   data.extra_ids = 100  # sentinel ids <extra_id_0> .. at the top of the vocabulary
-  data.vocab_path = ""  # an existing SentencePiece .model; '' = train and cache in workdir
+  data.vocab_path = ""  # a tokenizer folder or SentencePiece .model; '' = train and cache in
+  # workdir (or, with train.init_from, the vocabulary of the run or HF folder started from)
+  data.vocab_type = "unigram"  # type trained on first use: 'unigram' | 'bpe' (SentencePiece),
+  # 'byte-bpe' (GPT-2 style) | 'wordpiece' (BERT style) (Hugging Face tokenizers)
+  data.vocab_fingerprint = ""  # set by the run: its vocabulary's hash; a resume or init_from with
+  # a vocabulary of another hash is refused
   data.seed = 0  # shuffling and preprocessing randomness
   data.num_workers = 0  # grain worker processes (0 = in the main process)
   data.num_shards = 0  # logical data shards (0 = the process count at the first start); a resume
@@ -375,8 +380,24 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _one_of(config, "model.init_scheme", m.init_scheme, ("",) + INIT_SCHEMES)
   _one_of(config, "model.attention_scale", m.attention_scale, ("",) + ATTENTION_SCALES)
   _one_of(config, "model.dropout_placement", m.dropout_placement, ("",) + DROPOUT_PLACEMENTS)
+  _require(
+    m.vocab_pad_multiple >= 0,
+    f"config.model.vocab_pad_multiple={m.vocab_pad_multiple}: expected 0 (none) or a multiple",
+  )
+  _require(
+    m.vocab_pad_multiple <= 1 or m.label_smoothing == 0,
+    "config.model.label_smoothing > 0 would put probability on the padded vocabulary rows of "
+    f"model.vocab_pad_multiple={m.vocab_pad_multiple}: use one or the other",
+  )
 
   _one_of(config, "data.vocab", d.vocab, ("sentencepiece", "byte"))
+  _one_of(config, "data.vocab_type", d.vocab_type, ("unigram", "bpe", "byte-bpe", "wordpiece"))
+  if d.vocab_type == "byte-bpe" and d.vocab == "sentencepiece" and not d.vocab_path:
+    _require(
+      d.vocab_size >= d.extra_ids + 5 + 256,
+      f"config.data.vocab_size={d.vocab_size}: a byte-bpe vocabulary needs at least "
+      f"{d.extra_ids + 5 + 256} ids (5 special + 256 bytes + {d.extra_ids} extra ids)",
+    )
   _require(bool(d.task), "config.data.task is empty: expected a registered task name")
   lengths = dict(d.feature_lengths)
   _require(bool(lengths), "config.data.feature_lengths is empty: expected e.g. {'targets': 256}")
@@ -389,7 +410,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       f"config.data.feature_lengths={lengths}: sequence length {longest} is over "
       f"model.max_length={m.max_length} learned positions",
     )
-  if d.vocab == "sentencepiece" and not d.vocab_path:
+  # With train.init_from and no vocab_path, the vocabulary is the one of the run started from.
+  if d.vocab == "sentencepiece" and not d.vocab_path and not config.train.init_from:
     _require(
       d.vocab_size > d.extra_ids + 3,
       f"config.data.vocab_size={d.vocab_size}: expected more than extra_ids + 3 = {d.extra_ids + 3}",

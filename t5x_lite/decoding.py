@@ -102,8 +102,10 @@ def _step_function(model, params, inputs: jax.Array | None, rows: int, total: in
   return cache, next_logits
 
 
-def _layout(prompts, prompt_lengths, max_new_tokens, encoder_decoder: bool):
-  """(sequence [batch, total] with the prompts placed, starts [batch], ends [batch])."""
+def _layout(prompts, prompt_lengths, max_new_tokens, encoder_decoder: bool, start_id: int = 0):
+  """(sequence [batch, total] with the prompts placed, starts [batch], ends [batch]).
+
+  Position 0 holds the decoder start token (`model.decoder_start_id`), as in training."""
   batch = prompts.shape[0]
   if encoder_decoder:
     sequence = jnp.zeros((batch, 1 + max_new_tokens), jnp.int32)
@@ -113,6 +115,7 @@ def _layout(prompts, prompt_lengths, max_new_tokens, encoder_decoder: bool):
     sequence = jnp.zeros((batch, 1 + prompt_len + max_new_tokens), jnp.int32)
     sequence = sequence.at[:, 1 : 1 + prompt_len].set(prompts)
     starts = 1 + prompt_lengths.astype(jnp.int32)  # first generated position of each row
+  sequence = sequence.at[:, 0].set(start_id)
   return sequence, starts, starts + max_new_tokens
 
 
@@ -155,7 +158,10 @@ def generate_tokens(
   """
   batch = prompts.shape[0]
   encoder_decoder = _is_encoder_decoder(model)
-  sequence, starts, ends = _layout(prompts, prompt_lengths, max_new_tokens, encoder_decoder)
+  start_id = getattr(model.config, "decoder_start_id", 0)
+  sequence, starts, ends = _layout(
+    prompts, prompt_lengths, max_new_tokens, encoder_decoder, start_id
+  )
   total = sequence.shape[1]
   cache, next_logits = _step_function(
     model, params, prompts if encoder_decoder else None, batch, total, use_cache
@@ -249,7 +255,10 @@ def beam_search(
   """
   batch, k = prompts.shape[0], num_beams
   encoder_decoder = _is_encoder_decoder(model)
-  sequence, starts, ends = _layout(prompts, prompt_lengths, max_new_tokens, encoder_decoder)
+  start_id = getattr(model.config, "decoder_start_id", 0)
+  sequence, starts, ends = _layout(
+    prompts, prompt_lengths, max_new_tokens, encoder_decoder, start_id
+  )
   total = sequence.shape[1]
   inputs = jnp.repeat(prompts, k, axis=0) if encoder_decoder else None
   cache, next_logits = _step_function(model, params, inputs, batch * k, total, use_cache)

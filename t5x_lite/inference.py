@@ -217,8 +217,9 @@ class LoadedModel:
     out = []
     for used, batch in self._features(examples, lengths, reader):
       hidden = np.asarray(_jit(self.model, "hidden_states")(self.params, batch))
-      tokens = batch.get("encoder_input_tokens", batch.get("decoder_target_tokens"))
-      mask = (tokens > 0).astype(np.float32)[..., None]
+      # Padding is told by the segment ids, not by id 0 (GPT-2's '!' is id 0).
+      segments = batch.get("encoder_segment_ids", batch.get("decoder_segment_ids"))
+      mask = (segments > 0).astype(np.float32)[..., None]
       if pooling == "cls":
         pooled = hidden[:, 0]
       else:

@@ -225,7 +225,7 @@ def test_init_from_that_does_not_exist_is_a_clear_error(runs, tmp_path, capsys):
   from t5x_lite.data.vocabularies import ByteVocabulary
 
   source = checkpoints.open_existing(runs["pre_workdir"])
-  with pytest.raises(init_from.InitFromError, match="data.vocab='sentencepiece'"):
+  with pytest.raises(init_from.InitFromError, match="trained with vocabulary sentencepiece:"):
     init_from.check_vocabulary(source, 200, "pre", ByteVocabulary(100))
 
 

@@ -29,6 +29,7 @@ from t5x_lite.data.feature_converters import (  # noqa: E402
   DecoderFeatureConverter,
   EncDecFeatureConverter,
 )
+from t5x_lite.data.hf_vocabulary import load_vocabulary_path  # noqa: E402
 from t5x_lite.data.registry import Feature, Task  # noqa: E402
 from t5x_lite.data.sources import JsonlSource  # noqa: E402
 from t5x_lite.data.vocabularies import (  # noqa: E402
@@ -43,8 +44,8 @@ DEFAULT_CORPUS = os.path.join(
 
 
 def _vocabulary(source, vocab_size: int, extra_ids: int, cache_dir: str, vocab_path: str):
-  if vocab_path:
-    return SentencePieceVocabulary(vocab_path, extra_ids), 0.0
+  if vocab_path:  # a .model file or a tokenizer folder (`t5x-lite tokenizer train --type ...`)
+    return load_vocabulary_path(vocab_path, extra_ids), 0.0
   key = cache_key(corpus=repr(source), vocab_size=vocab_size, extra_ids=extra_ids)
   path = os.path.join(cache_dir, f"spm_{vocab_size}_{key}.model")
   if os.path.exists(path):
@@ -124,7 +125,7 @@ def run(
   return {
     "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
     "corpus": corpus,
-    "vocabulary": f"SentencePiece unigram {vocabulary.vocab_size} ids",
+    "vocabulary": f"{type(vocabulary).__name__} {vocabulary.vocab_size} ids",
     "vocab_training_seconds": round(training_seconds, 1),
     "tokenize_only": _tokenize_only(source, vocabulary),
     "span_corruption": _measure(
@@ -164,7 +165,7 @@ def main(argv=None) -> None:
     )
   t = results["tokenize_only"]
   print(
-    f"{'tokenize only':<18}{t['tokens_per_cpu_second']:>14,}  (SentencePiece encode, input tokens)"
+    f"{'tokenize only':<18}{t['tokens_per_cpu_second']:>14,}  (vocabulary encode, input tokens)"
   )
   if args.json:
     with open(args.json, "w") as f:

@@ -82,10 +82,10 @@ class _Writer:
   def positions(self) -> np.ndarray:
     return self.write(self.position)
 
-  def shifted_right(self, values: np.ndarray) -> np.ndarray:
-    """Each token's predecessor in its own example; 0 at every segment start."""
+  def shifted_right(self, values: np.ndarray, start_id: int = 0) -> np.ndarray:
+    """Each token's predecessor in its own example; `start_id` at every segment start."""
     previous = np.concatenate([[0], values[:-1]]).astype(values.dtype)
-    previous[self.position == 0] = 0
+    previous[self.position == 0] = start_id
     return self.write(previous)
 
 
@@ -101,8 +101,9 @@ def _shuffle_rows(features: dict[str, np.ndarray], key: int | None) -> dict[str,
 class FeatureConverter:
   """Base: `convert(examples, task_feature_lengths) -> {model feature: [rows, length]}`."""
 
-  def __init__(self, pack: bool = True):
+  def __init__(self, pack: bool = True, start_id: int = 0):
     self.pack = pack
+    self.start_id = start_id  # the decoder start token (model.decoder_start_id)
 
   def model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> dict[str, int]:
     raise NotImplementedError
@@ -156,7 +157,7 @@ class DecoderFeatureConverter(FeatureConverter):
     writer = _Writer(rows, length, row, offset[:, 0], tokens.lengths, segment)
     features = {
       "decoder_target_tokens": writer.write(tokens.values),
-      "decoder_input_tokens": writer.shifted_right(tokens.values),
+      "decoder_input_tokens": writer.shifted_right(tokens.values, self.start_id),
       "decoder_loss_weights": writer.write(weights.values, np.float32),
       "decoder_segment_ids": writer.segment_ids(),
       "decoder_positions": writer.positions(),
@@ -224,7 +225,7 @@ class EncDecFeatureConverter(FeatureConverter):
       "encoder_segment_ids": encoder.segment_ids(),
       "encoder_positions": encoder.positions(),
       "decoder_target_tokens": decoder.write(targets.values),
-      "decoder_input_tokens": decoder.shifted_right(targets.values),
+      "decoder_input_tokens": decoder.shifted_right(targets.values, self.start_id),
       "decoder_loss_weights": decoder.write(np.ones(len(targets.values), np.float32), np.float32),
       "decoder_segment_ids": decoder.segment_ids(),
       "decoder_positions": decoder.positions(),
@@ -236,11 +237,13 @@ class ClassificationFeatureConverter(FeatureConverter):
   """Encoder: [CLS]-first rows, the label at each segment's first position (token labels: at
   each tagged token). Decoder: the LM features of the text, the label at its last token."""
 
-  def __init__(self, stack: str, head: str = "classification", pack: bool = True):
+  def __init__(
+    self, stack: str, head: str = "classification", pack: bool = True, start_id: int = 0
+  ):
     """`stack`: 'encoder' ([CLS]-first encoder features) or 'decoder' (LM features)."""
     if stack not in ("encoder", "decoder"):
       raise ValueError(f"stack={stack!r}: expected 'encoder' or 'decoder'")
-    super().__init__(pack)
+    super().__init__(pack, start_id)
     self.stack, self.head = stack, head
 
   def model_feature_lengths(self, task_feature_lengths):
@@ -284,7 +287,7 @@ class ClassificationFeatureConverter(FeatureConverter):
     else:
       features.update(
         decoder_target_tokens=writer.write(inputs.values),
-        decoder_input_tokens=writer.shifted_right(inputs.values),
+        decoder_input_tokens=writer.shifted_right(inputs.values, self.start_id),
         decoder_loss_weights=writer.write(np.ones(total, np.float32), np.float32),
         decoder_segment_ids=writer.segment_ids(),
         decoder_positions=writer.positions(),

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from t5x_lite.data import DataError
+from t5x_lite.data import whole_word as whole_word_lib
 from t5x_lite.data.keys import derive_keys, numpy_generator, uniform, uniform_per_token
 from t5x_lite.data.preprocessors import Context, split_rows
 from t5x_lite.data.ragged import (
@@ -147,8 +148,9 @@ def span_corruption(
   Documents of the block are concatenated and cut into raw chunks of the length that gives
   full inputs (568 for 512), so no input needs padding (at noise density 0.5, one token may be
   left, as in T5); the tail shorter than a chunk is dropped.
-  Noise span k becomes sentinel `vocab_size - 1 - k` in the inputs; targets are sentinel k then
-  span k, for every span, then EOS.
+  Noise span k becomes sentinel `<extra_id_k>` (`vocabulary.sentinel_ids[k]`; seqio's
+  `vocab_size - 1 - k` in our own vocabularies) in the inputs; targets are sentinel k then span k,
+  for every span, then EOS.
   """
   vocabulary = context.vocabulary
   check_span_corruption(context, noise_density, mean_noise_span_length)
@@ -170,9 +172,16 @@ def span_corruption(
   first_nonnoise = ~noise & np.pad(noise[:, :-1], ((0, 0), (1, 0)), constant_values=True)
   span_index = np.cumsum(first_noise, axis=1) - 1  # noise span k (valid on noise tokens)
   run_index = np.cumsum(first_nonnoise, axis=1) - 1  # non-noise run k (valid on non-noise)
-  sentinel_base = vocabulary.vocab_size - 1
-  inputs = np.where(first_noise, sentinel_base - span_index, tokens)[~(noise & previous_noise)]
-  targets = np.where(first_nonnoise, sentinel_base - run_index, tokens)[noise | first_nonnoise]
+  sentinels = vocabulary.sentinel_ids  # <extra_id_k> of the tokenizer, wherever they are
+  needed = int(max(span_index.max(initial=0), run_index.max(initial=0))) + 1
+  if needed > len(sentinels):
+    raise DataError(
+      f"span_corruption needs {needed} sentinel ids (<extra_id_0>..), the vocabulary has "
+      f"{len(sentinels)} (data.extra_ids, or a tokenizer with <extra_id_N> tokens)"
+    )
+  sentinel = lambda k: sentinels[np.clip(k, 0, len(sentinels) - 1)]  # noqa: E731
+  inputs = np.where(first_noise, sentinel(span_index), tokens)[~(noise & previous_noise)]
+  targets = np.where(first_nonnoise, sentinel(run_index), tokens)[noise | first_nonnoise]
   eos = np.full((rows, 1), vocabulary.eos_id, np.int32)
   inputs = np.concatenate([inputs.reshape(rows, inputs_length - 1).astype(np.int32), eos], axis=1)
   targets = np.concatenate(
@@ -204,10 +213,6 @@ def prefix_lm(
   return {"inputs": inputs, "targets": targets, KEY: keys}
 
 
-def _special_mask(tokens: np.ndarray, vocabulary: Vocabulary) -> np.ndarray:
-  return (tokens < vocabulary.first_ordinary_id) | (tokens >= vocabulary.base_vocab_size)
-
-
 def mlm(
   examples: dict[str, Any],
   context: Context,
@@ -216,24 +221,32 @@ def mlm(
   mask_rate: float = 0.15,
   mask_token_rate: float = 0.8,
   random_token_rate: float = 0.1,
+  whole_word: bool = False,
 ) -> dict[str, Any]:
   """BERT masking of `field` in place; 'targets' = the original token where selected, else 0.
 
   Each non-special token is selected with probability `mask_rate`; a selected token becomes
   [MASK] (80%), a random ordinary token (10%) or stays (10%). The loss covers every selected
-  position (the encoder converter's loss weights are targets > 0).
+  position (the encoder converter's loss weights are targets > 0). Special tokens are the
+  vocabulary's own ([CLS], <s>, ...) and random replacements are drawn from its ordinary ids.
+  `whole_word`: each word (WordPiece `##`, byte-BPE `Ġ`, SentencePiece `▁`) is selected with
+  probability `mask_rate` as a whole (data/whole_word.py), as BERT's whole-word masking.
   """
   vocabulary = context.vocabulary
   column = examples[field]
   tokens = column.values
   keys = examples[KEY]
-  selected = ~_special_mask(tokens, vocabulary)
-  selected &= uniform_per_token(keys, column.lengths, salt=4) < mask_rate
+  special = vocabulary.special_mask(tokens)
+  draw = uniform_per_token(keys, column.lengths, salt=4)
+  if whole_word:
+    words = whole_word_lib.word_ids(tokens, column.lengths, vocabulary)
+    selected = whole_word_lib.select_whole_words(words, draw, special, mask_rate)
+  else:
+    selected = ~special & (draw < mask_rate)
   action = uniform_per_token(keys, column.lengths, salt=5)
-  first, last = vocabulary.first_ordinary_id, vocabulary.base_vocab_size
-  random_tokens = first + np.floor(
-    uniform_per_token(keys, column.lengths, salt=6) * (last - first)
-  ).astype(tokens.dtype)
+  ordinary = vocabulary.ordinary_ids
+  pick = np.floor(uniform_per_token(keys, column.lengths, salt=6) * len(ordinary)).astype(np.int64)
+  random_tokens = ordinary[np.minimum(pick, len(ordinary) - 1)].astype(tokens.dtype)
   masked = np.where(selected & (action < mask_token_rate), vocabulary.mask_id, tokens)
   use_random = (
     selected & (action >= mask_token_rate) & (action < mask_token_rate + random_token_rate)
@@ -252,7 +265,7 @@ def sentence_end_ids(vocabulary: Vocabulary) -> np.ndarray:
   """Sorted ids whose text ends a sentence ('.', '!' or '?'), computed once per vocabulary."""
   cached = _SENTENCE_ENDS.get(id(vocabulary))
   if cached is None:
-    ids = range(vocabulary.first_ordinary_id, vocabulary.base_vocab_size)
+    ids = vocabulary.ordinary_ids.tolist()
     ends = [i for i in ids if vocabulary.decode([i]).rstrip().endswith((".", "!", "?"))]
     cached = _SENTENCE_ENDS[id(vocabulary)] = np.array(ends, np.int64)
   return cached

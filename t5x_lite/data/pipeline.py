@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,9 +24,11 @@ from etils import epath
 
 from t5x_lite.data import DataError, objectives, registry
 from t5x_lite.data.feature_converters import FeatureConverter
+from t5x_lite.data.hf_vocabulary import has_tokenizer, load_vocabulary, load_vocabulary_path
 from t5x_lite.data.keys import derive_keys, mix64
 from t5x_lite.data.preprocessors import Context
 from t5x_lite.data.ragged import KEY
+from t5x_lite.data.tokenizer_training import train_vocabulary
 from t5x_lite.data.vocabularies import (
   ByteVocabulary,
   SentencePieceVocabulary,
@@ -84,9 +87,26 @@ def get_vocabulary(config, workdir: str) -> Vocabulary:
   if data.vocab == "byte":
     return ByteVocabulary(data.extra_ids)
   if data.vocab_path:
-    return SentencePieceVocabulary(data.vocab_path, data.extra_ids)
+    return load_vocabulary_path(data.vocab_path, data.extra_ids)
   tasks, _ = resolve_tasks(config, "train")
   names = sorted(t.name for t in tasks)
+  vocab_type = data.get("vocab_type", "unigram")
+  if vocab_type != "unigram":  # a tokenizer folder (tokenizers types, SentencePiece BPE)
+    if "://" in str(workdir):
+      raise DataError(
+        f"data.vocab_type={vocab_type!r} is trained into a local workdir; for {workdir}, train it "
+        "with `t5x-lite tokenizer train` and copy it where every host can read it (data.vocab_path)"
+      )
+    key = cache_key(tasks=names, vocab_size=data.vocab_size, extra_ids=data.extra_ids,
+                    type=vocab_type, v=1)  # fmt: skip
+    folder = os.path.join(workdir, "vocab", f"{vocab_type}_{data.vocab_size}_{key}")
+    if has_tokenizer(folder):
+      return load_vocabulary(folder)
+    logger.info("Training a %d-id %s vocabulary on %s -> %s", data.vocab_size, vocab_type, names,
+                folder)  # fmt: skip
+    return train_vocabulary(
+      _training_texts(tasks), vocab_type, data.vocab_size, data.extra_ids, folder
+    )
   key = cache_key(tasks=names, vocab_size=data.vocab_size, extra_ids=data.extra_ids, v=1)
   path = epath.Path(workdir) / "vocab" / f"spm_{data.vocab_size}_{key}.model"  # local or gs://
   if path.exists():

@@ -129,6 +129,47 @@ class Vocabulary(abc.ABC):
       names.update({self.cls_id: "[CLS]", self.sep_id: "[SEP]", self.mask_id: "[MASK]"})
     return names
 
+  # --- Specials as sets, so that objectives need no fixed layout (issue 11) -------------------
+  # The defaults describe this file's layout (pad/eos/unk below `first_ordinary_id`, sentinels
+  # on top); a Hugging Face vocabulary answers them from its tokenizer.
+
+  bos_id: int | None = None
+
+  @property
+  def sentinel_ids(self) -> np.ndarray:
+    """Ids of `<extra_id_0>`, `<extra_id_1>`, ... [extra_ids] int64 (span corruption's)."""
+    return self.vocab_size - 1 - np.arange(self.extra_ids, dtype=np.int64)
+
+  @property
+  def special_ids(self) -> np.ndarray:
+    """Sorted ids that never stand for text: pad/eos/unk, [CLS]/[SEP]/[MASK], sentinels."""
+    low = np.arange(self.first_ordinary_id, dtype=np.int64)
+    return np.union1d(low, np.arange(self.base_vocab_size, self.vocab_size, dtype=np.int64))
+
+  @property
+  def ordinary_ids(self) -> np.ndarray:
+    """Sorted ids of text tokens (MLM's random replacements are drawn from these)."""
+    return np.setdiff1d(np.arange(self.vocab_size, dtype=np.int64), self.special_ids)
+
+  def special_mask(self, tokens: np.ndarray) -> np.ndarray:
+    """bool, shape of `tokens`: which are special ids (never masked or replaced by MLM)."""
+    return np.isin(tokens, self.special_ids)
+
+  def pieces(self) -> list[str]:
+    """The tokenizer's string for every id (`▁`, `Ġ`, `##` markers kept) [vocab_size]."""
+    raise NotImplementedError(f"{type(self).__name__} has no pieces")
+
+  @property
+  def word_boundary(self) -> tuple[str, str]:
+    """How pieces mark words: ('starts', '▁') = a piece starting with '▁' starts a word;
+    ('continues', '##') = one starting with '##' continues the previous word."""
+    return ("starts", "▁")
+
+  @property
+  def fingerprint(self) -> str:
+    """A short hash of everything that decides the ids (checkpoints store it)."""
+    return f"{type(self).__name__}:{self.base_vocab_size}:{self.extra_ids}"
+
 
 class ByteVocabulary(Vocabulary):
   """UTF-8 bytes: id = byte + 3; no training. 259 + extra_ids ids in all."""
@@ -149,6 +190,18 @@ class ByteVocabulary(Vocabulary):
   def _decode_base(self, ids: list[int]) -> str:
     data = bytes(i - 3 for i in ids if 3 <= i < 259)
     return data.decode("utf-8", errors="replace")
+
+  def pieces(self) -> list[str]:
+    specials = ["<pad>", "</s>", "<unk>"]
+    return (
+      specials
+      + [chr(b) for b in range(256)]
+      + [f"<extra_id_{self.extra_ids - 1 - k}>" for k in range(self.extra_ids)]
+    )
+
+  @property
+  def word_boundary(self) -> tuple[str, str]:
+    return ("starts", " ")
 
 
 class SentencePieceVocabulary(Vocabulary):
@@ -182,6 +235,15 @@ class SentencePieceVocabulary(Vocabulary):
 
   def _decode_base(self, ids: list[int]) -> str:
     return self._processor.decode(ids)
+
+  def pieces(self) -> list[str]:
+    base = [self._processor.id_to_piece(i) for i in range(self.base_vocab_size)]
+    return base + [f"<extra_id_{self.extra_ids - 1 - k}>" for k in range(self.extra_ids)]
+
+  @property
+  def fingerprint(self) -> str:
+    digest = hashlib.sha256(self.model_proto).hexdigest()[:16]
+    return f"sentencepiece:{digest}:{self.extra_ids}"
 
 
 def train_sentencepiece(

@@ -124,7 +124,7 @@ def sequence_length(seq_len: int | Mapping[str, int]) -> int:
 def single_stack_flops_per_token(config: ModelConfig, length: int, extra_params: int = 0) -> float:
   """PaLM's 6·N + 12·L·width·T for one stack of `config.num_layers` layers over T tokens, with
   N = the layers' matmul weights + the output projection (+ `extra_params` per token)."""
-  params = config.num_layers * layer_matmul_params(config) + config.d_model * config.vocab_size
+  params = config.num_layers * layer_matmul_params(config) + config.d_model * config.embedding_rows
   params += extra_params
   return float(6 * params + 12 * config.num_layers * attention_width(config) * length)
 
@@ -152,7 +152,7 @@ class BaseModel:
 
   def feature_converter(self, pack: bool = True) -> FeatureConverter:
     """The family's converter (`FEATURE_CONVERTER_CLS`): task features -> model features."""
-    return self.FEATURE_CONVERTER_CLS(pack=pack)
+    return self.FEATURE_CONVERTER_CLS(pack=pack, start_id=self.config.decoder_start_id)
 
   def flops_per_token(self, seq_len: int | Mapping[str, int]) -> float:
     """Training FLOPs (forward + backward) per token, PaLM accounting (Chowdhery et al. 2022,

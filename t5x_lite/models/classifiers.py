@@ -111,7 +111,9 @@ class ClassifierModel(base.BaseModel):
     return self.backbone.module
 
   def feature_converter(self, pack: bool = True) -> Any:
-    return ClassificationFeatureConverter(self.prefix, self.config.head, pack=pack)
+    return ClassificationFeatureConverter(
+      self.prefix, self.config.head, pack=pack, start_id=self.config.decoder_start_id
+    )
 
   def flops_per_token(self, seq_len) -> float:
     """The backbone's (the head's few weights per classified position are not counted)."""

@@ -9,12 +9,27 @@ from __future__ import annotations
 import dataclasses
 
 
+def padded_vocab_size(vocab_size: int, multiple: int) -> int:
+  """`vocab_size` rounded up to a multiple of `multiple` (0 or 1 = no padding)."""
+  if vocab_size < 1:
+    raise ValueError(f"vocab_size={vocab_size}: expected at least 1")
+  if multiple < 0:
+    raise ValueError(f"vocab_pad_multiple={multiple}: expected 0 (none) or a positive multiple")
+  if multiple <= 1:
+    return vocab_size
+  return -(-vocab_size // multiple) * multiple
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Hyper-parameters of one model; families read the fields that concern them."""
 
   family: str = "decoder"  # 'decoder' (GPT) | 'encoder' (BERT) | 'encoder_decoder' (T5)
   vocab_size: int = 1024  # embedding rows; >= the vocabulary's size (may be padded, e.g. 32128)
+  decoder_start_id: int = 0  # token before the first target: decoder inputs are the targets
+  # shifted right with it (T5 and models trained here: 0 = pad; a converted GPT-2: <|endoftext|>)
+  vocab_pad_multiple: int = 0  # >1: rows rounded up to a multiple (128: GPT-2 50257 -> 50304) so
+  # the vocab axis shards over `tensor`; logits of the padded rows are masked, export strips them
   d_model: int = 64  # width of the residual stream
   num_heads: int = 4  # attention heads
   head_dim: int = 0  # per-head width; 0 = d_model // num_heads
@@ -48,6 +63,11 @@ class ModelConfig:
   attention_scale: str = ""  # 'rsqrt_head_dim' (GPT-2, BERT) | 'none' (T5: folded into the init)
   dropout_placement: str = ""  # 'outputs' (sublayer outputs) | 'outputs+hidden+final' (T5: also
   # the MLP hidden activations and after the final norm)
+
+  @property
+  def embedding_rows(self) -> int:
+    """Rows of the token embedding and output layer: vocab_size padded to vocab_pad_multiple."""
+    return padded_vocab_size(self.vocab_size, self.vocab_pad_multiple)
 
 
 INIT_SCHEMES = ("gpt2", "bert", "t5")

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from t5x_lite.data.feature_converters import DecoderFeatureConverter
-from t5x_lite.models import base, layers
+from t5x_lite.models import base, layers, vocab_padding
 from t5x_lite.models.config import ModelConfig
 from t5x_lite.models.transformer import Stack
 from t5x_lite.partitioning import BATCH, EMBED, LENGTH, VOCAB
@@ -58,7 +58,7 @@ class DecoderLM(nn.Module):
       decoder_positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
 
     embed = layers.Embed(
-      config.vocab_size, config.d_model, dtype=dtype, embedding_init=inits["embed"],
+      config.embedding_rows, config.d_model, dtype=dtype, embedding_init=inits["embed"],
       name="token_embedder",
     )  # fmt: skip
     x = embed(tokens)  # [batch, length, embed]
@@ -77,9 +77,10 @@ class DecoderLM(nn.Module):
       logits = embed.attend(x)
     else:
       logits = layers.DenseGeneral(
-        (config.vocab_size,), (VOCAB,), use_bias=False, dtype=dtype,
+        (config.embedding_rows,), (VOCAB,), use_bias=False, dtype=dtype,
         kernel_init=inits["head"], name="logits_dense",
       )(x).astype(jnp.float32)  # fmt: skip
+    logits = vocab_padding.mask_padded_logits(logits, config.vocab_size)
     return nn.with_logical_constraint(logits, (BATCH, LENGTH, VOCAB))
 
 

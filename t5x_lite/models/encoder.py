@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from t5x_lite.data.feature_converters import EncoderFeatureConverter
-from t5x_lite.models import base, layers
+from t5x_lite.models import base, layers, vocab_padding
 from t5x_lite.models.transformer import Stack
 from t5x_lite.partitioning import BATCH, EMBED, LENGTH, MLP, VOCAB
 
@@ -44,7 +44,7 @@ class BertEncoder(nn.Module):
   ) -> dict[str, Array]:
     config = self.config
     dtype = layers.compute_dtype(config)
-    embed = layers.Embed(config.vocab_size, config.d_model, dtype=dtype, name="token_embedder")
+    embed = layers.Embed(config.embedding_rows, config.d_model, dtype=dtype, name="token_embedder")
     x = embed(encoder_input_tokens)  # [batch, length, embed]
     if config.position == "learned":
       x = x + layers.Embed(
@@ -75,14 +75,13 @@ class BertEncoder(nn.Module):
       mlm_logits = embed.attend(h)
     else:
       mlm_logits = layers.DenseGeneral(
-        (config.vocab_size,), (VOCAB,), use_bias=False, dtype=dtype, name="mlm_decoder"
+        (config.embedding_rows,), (VOCAB,), use_bias=False, dtype=dtype, name="mlm_decoder"
       )(h).astype(jnp.float32)
     mlm_bias = layers.param_with_axes(
-      self, "mlm_bias", nn.initializers.zeros, (config.vocab_size,), (VOCAB,)
+      self, "mlm_bias", nn.initializers.zeros, (config.embedding_rows,), (VOCAB,)
     )
-    outputs = {
-      "mlm_logits": nn.with_logical_constraint(mlm_logits + mlm_bias, (BATCH, LENGTH, VOCAB))
-    }
+    mlm_logits = vocab_padding.mask_padded_logits(mlm_logits + mlm_bias, config.vocab_size)
+    outputs = {"mlm_logits": nn.with_logical_constraint(mlm_logits, (BATCH, LENGTH, VOCAB))}
     if config.nsp:
       # The pooler runs at every position (one d x d matmul, ~1/12 of a layer) so that packed
       # rows get a [CLS] output per segment; the loss reads the segment starts.

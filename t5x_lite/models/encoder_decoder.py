@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from t5x_lite.data.feature_converters import EncDecFeatureConverter
-from t5x_lite.models import base, layers
+from t5x_lite.models import base, layers, vocab_padding
 from t5x_lite.models.config import ModelConfig
 from t5x_lite.models.transformer import Stack
 from t5x_lite.partitioning import BATCH, EMBED, LENGTH, VOCAB
@@ -43,7 +43,7 @@ class EncoderDecoder(nn.Module):
     dtype = layers.compute_dtype(config)
     inits = layers.initializers(config)
     self.token_embedder = layers.Embed(
-      config.vocab_size, config.d_model, dtype=dtype, embedding_init=inits["embed"]
+      config.embedding_rows, config.d_model, dtype=dtype, embedding_init=inits["embed"]
     )
     if config.position == "learned":
       position = dict(dtype=dtype, axes=(LENGTH, EMBED), embedding_init=layers.normal(0.01))
@@ -57,7 +57,7 @@ class EncoderDecoder(nn.Module):
     )
     if not config.tie_embeddings:
       self.logits_dense = layers.DenseGeneral(
-        (config.vocab_size,), (VOCAB,), use_bias=False, dtype=dtype, kernel_init=inits["head"]
+        (config.embedding_rows,), (VOCAB,), use_bias=False, dtype=dtype, kernel_init=inits["head"]
       )
 
   def encode(
@@ -108,6 +108,7 @@ class EncoderDecoder(nn.Module):
       logits = self.token_embedder.attend(x * config.d_model**-0.5)
     else:
       logits = self.logits_dense(x).astype(jnp.float32)
+    logits = vocab_padding.mask_padded_logits(logits, config.vocab_size)
     return nn.with_logical_constraint(logits, (BATCH, LENGTH, VOCAB))
 
   def __call__(
@@ -182,7 +183,7 @@ class EncoderDecoderModel(base.TargetsLMModel):
       inputs * encoder_layers * layer_params
       + targets * decoder_layers * (layer_params + 2 * d * width)  # + cross-attention q, o
       + inputs * decoder_layers * 2 * d * width  # cross-attention k, v over the encoder tokens
-      + targets * d * c.vocab_size
+      + targets * d * c.embedding_rows  # padded vocabulary rows compute too
     )
     attention = (
       12

@@ -21,6 +21,8 @@ import jax
 from flax import traverse_util
 
 from t5x_lite import checkpoints
+from t5x_lite.data.hf_vocabulary import has_tokenizer, load_vocabulary_path
+from t5x_lite.data.vocabularies import ByteVocabulary
 
 
 class InitFromError(checkpoints.CheckpointError):
@@ -56,38 +58,86 @@ def match(
   return loaded, initialized, ignored
 
 
+VOCAB_SETTINGS = ("vocab", "vocab_path", "vocab_type", "vocab_size", "extra_ids")
+
+
+def _run_vocabulary_path(workdir: str, saved_path: str, fingerprint: str, extra_ids: int) -> str:
+  """The tokenizer a run used: its data.vocab_path, its recorded `vocab/` folder (a converted
+  run), or the one vocabulary it trained on first use in `vocab/` ('' if none is found)."""
+  if saved_path and os.path.exists(saved_path):
+    return saved_path
+  folder = os.path.join(workdir, "vocab")
+  if not os.path.isdir(folder):
+    return ""
+  if has_tokenizer(folder):
+    return folder
+  candidates = sorted(
+    os.path.join(folder, name)
+    for name in os.listdir(folder)
+    if name.endswith(".model") or has_tokenizer(os.path.join(folder, name))
+  )
+  if len(candidates) > 1 and fingerprint:
+    candidates = [
+      c for c in candidates if load_vocabulary_path(c, extra_ids).fingerprint == fingerprint
+    ]
+  return candidates[0] if len(candidates) == 1 else ""
+
+
+def source_vocabulary(path: str) -> dict[str, Any]:
+  """The `config.data` vocabulary settings of the run or Hugging Face folder `path` starts from.
+
+  A fine-tuning run with `train.init_from` and no `data.vocab_path` takes these, so that token
+  ids mean what they meant in pre-training without the user typing a path.
+  """
+  if not os.path.exists(path) and "://" not in path:
+    raise InitFromError(f"train.init_from={path!r} does not exist (expected a workdir or a "
+                        "checkpoint directory of a previous run, or a Hugging Face folder)")  # fmt: skip
+  if os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json")):
+    if not has_tokenizer(path):
+      raise InitFromError(f"train.init_from={path}: the Hugging Face folder has no tokenizer")
+    return {"vocab": "sentencepiece", "vocab_path": os.path.abspath(path)}
+  source = checkpoints.open_existing(path)
+  saved = source.restore_config(source.latest_step()).data
+  settings = {k: saved[k] for k in VOCAB_SETTINGS if k in saved}
+  if settings.get("vocab") == "byte":
+    return settings
+  workdir = os.path.dirname(source.directory.rstrip("/"))
+  found = _run_vocabulary_path(
+    workdir, saved.get("vocab_path", ""), saved.get("vocab_fingerprint", ""),
+    saved.get("extra_ids", 100),
+  )  # fmt: skip
+  if not found:
+    raise InitFromError(
+      f"train.init_from={path}: the vocabulary of that run was not found (neither its "
+      f"data.vocab_path={saved.get('vocab_path', '')!r} nor {os.path.join(workdir, 'vocab')}); "
+      "set data.vocab_path"
+    )
+  settings["vocab_path"] = os.path.abspath(found)
+  return settings
+
+
 def check_vocabulary(source: checkpoints.Checkpointer, step: int, path: str, vocabulary) -> None:
-  """The new run must read token ids as the checkpoint's run did (same SentencePiece model);
+  """The new run must read token ids as the checkpoint's run did (the same vocabulary hash);
   otherwise the pre-trained embeddings would be looked up with the wrong ids, silently."""
   saved = source.restore_config(step).data
-  proto = getattr(vocabulary, "model_proto", None)
-  if saved.vocab != "sentencepiece" or proto is None:
-    if (saved.vocab == "sentencepiece") != (proto is not None):
-      raise InitFromError(
-        f"train.init_from={path}: the checkpoint used data.vocab={saved.vocab!r}, this run a "
-        f"{type(vocabulary).__name__}"
+  expected = saved.get("vocab_fingerprint", "")
+  if not expected:  # a run from before the hash was recorded: hash what it used
+    if saved.get("vocab") == "byte":
+      expected = ByteVocabulary(saved.get("extra_ids", 100)).fingerprint
+    else:
+      workdir = os.path.dirname(source.directory.rstrip("/"))
+      found = _run_vocabulary_path(
+        workdir, saved.get("vocab_path", ""), "", saved.get("extra_ids", 100)
       )
-    return
-  candidates = []
-  if saved.vocab_path and os.path.exists(saved.vocab_path):
-    candidates = [saved.vocab_path]
-  else:  # trained by that run and cached in its workdir
-    vocab_dir = os.path.join(os.path.dirname(source.directory.rstrip("/")), "vocab")
-    if os.path.isdir(vocab_dir):
-      candidates = [
-        os.path.join(vocab_dir, f) for f in os.listdir(vocab_dir) if f.endswith(".model")
-      ]
-  if not candidates:
-    logging.warning("init_from: the vocabulary of %s was not found; not checked", path)
-    return
-  for candidate in candidates:
-    with open(candidate, "rb") as f:
-      if f.read() == proto:
+      if not found:
+        logging.warning("init_from: the vocabulary of %s was not found; not checked", path)
         return
-  raise InitFromError(
-    f"train.init_from={path}: this run's vocabulary differs from the checkpoint's; set "
-    f"data.vocab_path={sorted(candidates)[0]} so that token ids mean the same thing"
-  )
+      expected = load_vocabulary_path(found, saved.get("extra_ids", 100)).fingerprint
+  if expected != vocabulary.fingerprint:
+    raise InitFromError(
+      f"train.init_from={path}: the checkpoint was trained with vocabulary {expected}, this run "
+      f"reads {vocabulary.fingerprint}; leave data.vocab_path empty to use the checkpoint's"
+    )
 
 
 def load(params: Any, path: str, param_shardings: Any, vocabulary=None) -> Any:

@@ -69,17 +69,31 @@ def train_and_evaluate(
   )
   resume_step = checkpointer.latest_step()
   num_shards = config.data.num_shards or jax.process_count()
+  saved_data = None
   if resume_step is not None:
-    num_shards = checkpointer.restore_config(resume_step).data.num_shards or num_shards
+    saved_data = checkpointer.restore_config(resume_step).data
+    num_shards = saved_data.num_shards or num_shards
   branch = None  # a decay branch starts from another run's checkpoint (training/branch.py)
   if resume_step is None and train.branch_from:
     branch = branch_lib.open_parent(config, workdir)
     num_shards = branch.num_shards
   with config.unlocked():
     config.data.num_shards = num_shards
+    if train.init_from and not config.data.vocab_path and resume_step is None:
+      # Fine-tuning reads text with the vocabulary of the run or HF folder it starts from.
+      config.data.update(init_from.source_vocabulary(train.init_from))
 
   # -- 4. data ----------------------------------------------------------------------------------
   vocabulary = _vocabulary(config, workdir, is_main)
+  saved_fingerprint = saved_data.get("vocab_fingerprint", "") if saved_data is not None else ""
+  if saved_fingerprint and saved_fingerprint != vocabulary.fingerprint:
+    raise TrainingError(
+      f"{checkpointer.directory}: the checkpoint was trained with vocabulary "
+      f"{saved_fingerprint}, this run reads {vocabulary.fingerprint} (data.vocab_path or "
+      "data.vocab_* changed since)"
+    )
+  with config.unlocked():
+    config.data.vocab_fingerprint = vocabulary.fingerprint  # saved with every checkpoint
   converter = setup.model.feature_converter(config.data.pack)
   make_stream = functools.partial(
     HostBatchStream, config, vocabulary, converter, num_shards=num_shards,

@@ -29,6 +29,8 @@ import dataclasses
 import glob
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -40,11 +42,15 @@ from safetensors.numpy import load_file, save_file
 from t5x_lite import checkpoints
 from t5x_lite.config import base_config
 from t5x_lite.config import model_config as model_config_of
-from t5x_lite.convert.hf import bert, gpt2, t5
+from t5x_lite.convert.hf import bert, gpt2, t5, tokenizer
 from t5x_lite.convert.hf.rules import ACTIVATIONS, ConversionError, Rule, to_ours, to_theirs
-from t5x_lite.models import build_model, to_model_config
+from t5x_lite.data import pipeline, registry
+from t5x_lite.data.hf_vocabulary import load_vocabulary_path
+from t5x_lite.data.vocabularies import ByteVocabulary, Vocabulary
+from t5x_lite.models import build_model, to_model_config, vocab_padding
 from t5x_lite.models.config import ModelConfig
 from t5x_lite.models.transformer import stack_layers, unstack_layers
+from t5x_lite.training import init_from
 from t5x_lite.training.setup import RunSetup
 
 # The families, by HF model_type (in the order error messages list them) and by our family.
@@ -74,6 +80,9 @@ __all__ = [
   "hf_config_from_model",
   "import_hf",
   "model_config_from_hf",
+  "run_vocabulary",
+  "special_token_ids",
+  "strip_vocab_padding",
   "tensor_rules",
 ]
 
@@ -112,8 +121,21 @@ def hf_config_from_model(config: ModelConfig) -> dict:
 
 
 def tensor_rules(config: ModelConfig) -> list[Rule]:
-  """Every parameter of `config`'s model (unrolled layers) and its HF tensor."""
-  return BY_FAMILY[config.family].tensor_rules(config)
+  """Every parameter of `config`'s model (unrolled layers) and its HF tensor; a fine-tuned head
+  (model.head) maps onto the family's HF classifier class, where it has one."""
+  mapping = BY_FAMILY[config.family]
+  if not config.head:
+    return mapping.tensor_rules(config)
+  if config.head not in getattr(mapping, "CLASSIFIER_ARCHITECTURES", {}):
+    exported = [
+      a for m in BY_FAMILY.values() for a in getattr(m, "CLASSIFIER_ARCHITECTURES", {}).values()
+    ]
+    raise ConversionError(
+      f"export: model.head={config.head!r} on a {config.family} model has no Hugging Face "
+      f"class (exported: {', '.join(exported)}); the decoder head's pooler and bias are not in "
+      "GPT2ForSequenceClassification"
+    )
+  return mapping.classifier_rules(config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,7 +169,13 @@ def read_safetensors(hf_dir: str) -> dict[str, np.ndarray]:
     raise ConversionError(f"{hf_dir}: no *.safetensors weights found.{hint}")
   tensors = {}
   for path in files:
-    for name, value in load_file(path).items():
+    try:
+      loaded = load_file(path)
+    except Exception as e:  # noqa: BLE001 -- safetensors raises its own error types
+      raise ConversionError(
+        f"{path}: not a readable safetensors file ({str(e).splitlines()[0]})"
+      ) from None
+    for name, value in loaded.items():
       tensors[name] = np.asarray(value, np.float32) if value.dtype != np.float32 else value
   return tensors
 
@@ -248,15 +276,74 @@ def _to_numpy(tree: Any) -> Any:
 # Export.
 
 
-def export_hf(model_config: ModelConfig | Any, params: Any, out_dir: str) -> str:
-  """Writes `out_dir/config.json` and `out_dir/model.safetensors`; returns out_dir."""
+def special_token_ids(vocabulary: Vocabulary, family: str, start_id: int = 0) -> dict[str, int]:
+  """config.json's token ids (pad, eos, bos / decoder start) from the run's vocabulary."""
+  ids = {"pad_token_id": int(vocabulary.pad_id)}
+  if family != "encoder":
+    ids["eos_token_id"] = int(vocabulary.eos_id)
+  if family == "decoder":
+    ids["bos_token_id"] = int(start_id)  # the token before the first one, as in training
+  if family == "encoder_decoder":
+    ids["decoder_start_token_id"] = int(start_id)
+  return ids
+
+
+# Parameters with a vocab axis: (path, axis). Padded rows (model.vocab_pad_multiple) are cut.
+VOCAB_AXES = (
+  (("token_embedder", "embedding"), 0),
+  (("logits_dense", "kernel"), -1),
+  (("mlm_decoder", "kernel"), -1),
+  (("mlm_bias",), 0),
+)
+
+
+def strip_vocab_padding(config: ModelConfig, flat: dict[tuple[str, ...], Any]) -> dict:
+  """`flat` params with the padded vocabulary rows removed (HF models have vocab_size rows)."""
+  if config.embedding_rows == config.vocab_size:
+    return flat
+  out = dict(flat)
+  for path, axis in VOCAB_AXES:
+    if path in out:
+      value = np.asarray(out[path])
+      out[path] = vocab_padding.strip_padding(value, config.vocab_size, axis % value.ndim)
+  return out
+
+
+def export_hf(
+  model_config: ModelConfig | Any,
+  params: Any,
+  out_dir: str,
+  *,
+  vocabulary: Vocabulary | None = None,
+  labels: list[str] | None = None,
+  start_id: int = 0,
+) -> str:
+  """Writes `out_dir/config.json` and `out_dir/model.safetensors`; returns out_dir.
+
+  A classifier run (model.head) becomes BertForSequenceClassification /
+  BertForTokenClassification with `id2label` from `labels`; padded vocabulary rows are cut;
+  with `vocabulary`, config.json names its pad / eos / start token ids.
+  """
   config = to_model_config(model_config)
-  hf_config = hf_config_from_model(config)
+  rules = tensor_rules(config)  # first: an unsupported head is refused before any work
+  mapping = BY_FAMILY[config.family]
+  hf_config = hf_config_from_model(dataclasses.replace(config, head=""))
+  if config.head:
+    names = [str(label) for label in labels] if labels else []
+    names = names or [f"LABEL_{i}" for i in range(config.num_labels)]
+    if len(names) != config.num_labels:
+      raise ConversionError(
+        f"export: {len(names)} labels {names} for model.num_labels={config.num_labels}"
+      )
+    hf_config["architectures"] = [mapping.CLASSIFIER_ARCHITECTURES[config.head]]
+    hf_config["id2label"] = {str(i): name for i, name in enumerate(names)}
+    hf_config["label2id"] = {name: i for i, name in enumerate(names)}
+  if vocabulary is not None:
+    hf_config.update(special_token_ids(vocabulary, config.family, start_id))
   tree = _to_numpy(unstack_layers(_to_numpy(nn.meta.unbox(params))))
-  flat = _flatten(tree)
+  flat = strip_vocab_padding(config, _flatten(tree))
   tensors: dict[str, np.ndarray] = {}
   parts: dict[str, dict[int, np.ndarray]] = {}
-  rules = tensor_rules(config)
   for rule in rules:
     if rule.path not in flat:
       raise ConversionError(f"export: parameter {'/'.join(rule.path)} is missing from params")
@@ -267,7 +354,10 @@ def export_hf(model_config: ModelConfig | Any, params: Any, out_dir: str) -> str
       parts.setdefault(rule.hf, {})[rule.part[0]] = value
   for name, pieces in parts.items():
     tensors[name] = np.concatenate([pieces[i] for i in sorted(pieces)], axis=-1)
-  extra = sorted("/".join(p) for p in set(flat) - {rule.path for rule in rules})
+  unused_heads = getattr(mapping, "PRETRAINING_HEADS", ()) if config.head else ()
+  extra = sorted(
+    "/".join(p) for p in set(flat) - {rule.path for rule in rules} if p[0] not in unused_heads
+  )
   if extra:
     raise ConversionError(f"export: parameters with no HF tensor: {', '.join(extra)}")
   os.makedirs(out_dir, exist_ok=True)
@@ -296,21 +386,32 @@ def full_config(model_config: ModelConfig, hf_dir: str | None = None) -> Any:
   config.data.task = task
   with config.data.unlocked():
     config.data.feature_lengths = lengths
-  # T5 checkpoints ship their SentencePiece model: use it rather than training a new one.
-  spiece = os.path.join(hf_dir, "spiece.model") if hf_dir else ""
-  if spiece and os.path.exists(spiece):
-    config.data.vocab_path = spiece
-  else:
-    config.data.vocab_size = min(config.data.vocab_size, model_config.vocab_size)
+  # The tokenizer of the HF folder is recorded in the run (convert_to_checkpoint sets
+  # data.vocab_path); this size only matters to a config used without it.
+  config.data.vocab_size = min(config.data.vocab_size, model_config.vocab_size)
   return config
 
 
 def convert_to_checkpoint(
   hf_dir: str, out_dir: str, *, scan_layers: bool = True, config_fn: Callable | None = None
 ) -> str:
-  """HF directory -> `out_dir/checkpoints/0` (params + config); returns the checkpoints dir."""
+  """HF directory -> `out_dir/checkpoints/0` (params + config) and `out_dir/vocab/` (its
+  tokenizer, which every command on the run reads text with); returns the checkpoints dir."""
   model_config, params = import_hf(hf_dir, scan_layers=scan_layers)
+  # The tokenizer comes with the weights: checked before anything is written to `out_dir`.
+  vocabulary = tokenizer.import_tokenizer(hf_dir, model_config.vocab_size)
+  if model_config.family == "decoder" and vocabulary.bos_id is not None:
+    # GPT-2 reads <|endoftext|> before a document: generation and fine-tuning start with it.
+    model_config = dataclasses.replace(model_config, decoder_start_id=int(vocabulary.bos_id))
+  if model_config.family == "encoder_decoder":
+    start = read_hf_config(hf_dir).get("decoder_start_token_id")
+    model_config = dataclasses.replace(model_config, decoder_start_id=int(start or 0))
   config = (config_fn or full_config)(model_config, hf_dir)
+  vocab_dir = os.path.abspath(os.path.join(out_dir, tokenizer.RUN_VOCAB_DIR))
+  with config.unlocked():
+    config.data.update(vocab="sentencepiece", vocab_path=vocab_dir, extra_ids=vocabulary.extra_ids,
+                       vocab_fingerprint=vocabulary.fingerprint)  # fmt: skip
+  tokenizer.record_tokenizer(vocabulary, out_dir)
   directory = os.path.join(out_dir, "checkpoints")
   checkpointer = checkpoints.Checkpointer(directory, async_save=False)
   checkpointer.save(0, {"params": params}, {}, 1, config, force=True)
@@ -318,9 +419,50 @@ def convert_to_checkpoint(
   return directory
 
 
-def export_checkpoint(workdir: str, out_dir: str) -> str:
-  """The latest checkpoint of a t5x_lite run (workdir or checkpoints dir) -> HF directory."""
+def run_vocabulary(workdir: str) -> Vocabulary:
+  """The vocabulary a t5x_lite run reads text with (its data.vocab_path, recorded or trained)."""
+  try:
+    settings = init_from.source_vocabulary(workdir)
+  except init_from.InitFromError as e:
+    raise ConversionError(str(e).replace("train.init_from=", "export: run ")) from None
+  extra_ids = int(settings.get("extra_ids", 100))
+  if settings.get("vocab") == "byte":
+    return ByteVocabulary(extra_ids)
+  return load_vocabulary_path(settings["vocab_path"], extra_ids)
+
+
+def _task_labels(config: Any) -> list[str] | None:
+  try:
+    labels = getattr(pipeline.get_task(config, config.data.task), "labels", None)
+  except registry.RegistryError:
+    return None
+  return list(labels) if labels is not None else None
+
+
+def export_checkpoint(workdir: str, out_dir: str, labels: list[str] | None = None) -> str:
+  """The latest checkpoint of a t5x_lite run -> an HF folder: config.json, model.safetensors
+  and the run's tokenizer (AutoTokenizer frames text as the model saw it in training).
+
+  Everything is written to a temporary folder first, so a failure leaves `out_dir` as it was.
+  """
   source = checkpoints.open_existing(workdir)
   config = source.restore_config()
+  model_config = model_config_of(config)
+  tensor_rules(model_config)  # an unsupported head: refused before restoring anything
+  vocabulary = run_vocabulary(workdir)
   params = RunSetup.create(config).restore_params(source)
-  return export_hf(model_config_of(config), params, out_dir)
+  labels = labels or (_task_labels(config) if model_config.head else None)
+  parent = os.path.dirname(os.path.abspath(out_dir))
+  os.makedirs(parent, exist_ok=True)
+  temporary = tempfile.mkdtemp(prefix=".export_", dir=parent)
+  try:
+    start_id = model_config.decoder_start_id
+    export_hf(model_config, params, temporary, vocabulary=vocabulary, labels=labels,
+              start_id=start_id)  # fmt: skip
+    tokenizer.export_tokenizer(vocabulary, temporary, model_config.family, start_id=start_id)
+    os.makedirs(out_dir, exist_ok=True)
+    for name in os.listdir(temporary):
+      os.replace(os.path.join(temporary, name), os.path.join(out_dir, name))
+  finally:
+    shutil.rmtree(temporary, ignore_errors=True)
+  return out_dir

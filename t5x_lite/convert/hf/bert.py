@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from t5x_lite.convert.hf.rules import (
   ConversionError,
   Rule,
@@ -76,6 +78,25 @@ def tensor_rules(config: ModelConfig) -> list[Rule]:
     rules += dense_rules(hf + "output.dense", path + ("mlp", "wo"))
     rules += norm_rules(hf + "output.LayerNorm", path + ("mlp_norm",))
   return rules
+
+
+# Fine-tuned heads and the HF classes that hold them (`convert --to hf` of a classifier run).
+CLASSIFIER_ARCHITECTURES = {
+  "classification": "BertForSequenceClassification",
+  "token_classification": "BertForTokenClassification",
+}
+# Pre-training heads a classifier run still carries but an HF classifier does not have.
+PRETRAINING_HEADS = ("mlm_transform", "mlm_norm", "mlm_bias", "mlm_decoder", "nsp")
+
+
+def classifier_rules(config: ModelConfig) -> list[Rule]:
+  """A fine-tuned encoder: BERT's body, the [CLS] pooler (classification) and `classifier`."""
+  body = dataclasses.replace(config, head="", nsp=False)
+  rules = [rule for rule in tensor_rules(body) if rule.hf.startswith(BODY_PREFIX)]
+  head = ("classification_head",)
+  if config.head == "classification":  # the pre-trained NSP pooler, or the head's own
+    rules += dense_rules("bert.pooler.dense", ("pooler",) if config.nsp else head + ("pooler",))
+  return rules + dense_rules("classifier", head + ("classifier",))
 
 
 def prepare_tensors(tensors: dict, config: ModelConfig) -> dict:

@@ -5,6 +5,7 @@ Feature lengths come from config.data.feature_lengths:
   pydoc_prefix_lm        {'inputs': Li, 'targets': Lt}     decoder prefix LM or T5
   pydoc_span_corruption  {'inputs': 512, 'targets': 114}   T5 (targets from span_corruption_lengths)
   pydoc_mlm              {'inputs': L}                     BERT (MLM + NSP)
+  pydoc_mlm_whole_word   {'inputs': L}                     the same, whole-word masking
   pydoc_bart             {'inputs': Li, 'targets': Lt}     BART-style denoising (encoder-decoder)
 """
 
@@ -65,6 +66,23 @@ TaskRegistry.add(
       preprocessors.tokenize,
       objectives.nsp_pairs,
       functools.partial(objectives.mlm, mask_rate=0.15),
+    ],
+    output_features={
+      "inputs": Feature(add_eos=False),
+      "targets": Feature(add_eos=False),
+      "token_type_ids": Feature(add_eos=False),
+    },
+  )
+)
+
+TaskRegistry.add(
+  Task(
+    "pydoc_mlm_whole_word",  # BERT's whole-word masking: all pieces of a word, or none
+    source=SOURCE,
+    preprocessors=[
+      preprocessors.tokenize,
+      objectives.nsp_pairs,
+      functools.partial(objectives.mlm, mask_rate=0.15, whole_word=True),
     ],
     output_features={
       "inputs": Feature(add_eos=False),
