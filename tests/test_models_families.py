@@ -12,6 +12,8 @@ import pytest
 
 from t5x_lite.config import load_config_file, validate
 from t5x_lite.convert import hf
+from t5x_lite.data.hf_vocabulary import save_vocabulary
+from t5x_lite.data.vocabularies import ByteVocabulary
 from t5x_lite.models import build_model, to_model_config
 from t5x_lite.models.layers import relative_position_bucket
 from t5x_lite.models.transformer import stack_layers, unstack_layers
@@ -232,6 +234,8 @@ def test_convert_to_checkpoint_restores_as_params(tmp_path):
   rng = np.random.default_rng(4)
   params = jax.tree_util.tree_map(lambda s: rng.normal(size=s.shape).astype(np.float32), abstract)
   hf.export_hf(config, params, str(tmp_path / "hf"))
+  # A model folder needs its tokenizer (issue 11): bytes + 253 sentinels = the 512 rows.
+  save_vocabulary(ByteVocabulary(512 - 259), str(tmp_path / "hf"))
   hf.convert_to_checkpoint(str(tmp_path / "hf"), str(tmp_path / "run"))
   source = checkpoints.open_existing(str(tmp_path / "run"))
   restored_config = source.restore_config()
