@@ -5,17 +5,20 @@
       BertForMaskedLM / BertForPreTraining ('bert'), GPT2LMHeadModel ('gpt2'),
       T5ForConditionalGeneration v1.0 and v1.1 ('t5'). `params` is the unboxed 'params'
       collection (float32 numpy arrays), stacked on a leading layer axis when `scan_layers`.
-  export_hf(model_config, params, out_dir)
+  export_hf(model_config, params, out_dir, vocabulary=None, labels=None)
       Writes `config.json` + `model.safetensors` in the HF layout (loadable with
-      `AutoModel*.from_pretrained(out_dir)`); tied weights are written once, as HF does.
+      `AutoModel*.from_pretrained(out_dir)`); tied weights are written once, as HF does; padded
+      vocabulary rows are cut; a BERT classifier becomes Bert{Sequence,Token}Classification.
   convert_to_checkpoint(hf_dir, out_dir) -> path
-      import_hf, then an ordinary t5x_lite checkpoint: `out_dir/checkpoints/0/` with items
-      `state` = {'params': params} (Orbax StandardSave), `config` = the resolved config (JSON,
-      the family's default task and this model), `data` = empty. `config.train.init_from=out_dir`
-      fine-tunes from it; `t5x-lite generate/eval --workdir out_dir` use it as it is.
+      import_hf and the folder's tokenizer (`tokenizer.py`), then an ordinary t5x_lite
+      checkpoint: `out_dir/checkpoints/0/` with items `state` = {'params': params} (Orbax
+      StandardSave), `config` = the resolved config (JSON, the family's default task, this model,
+      data.vocab_path = `out_dir/vocab/`), `data` = empty; the tokenizer in `out_dir/vocab/`.
+      `config.train.init_from=out_dir` fine-tunes from it (with its vocabulary);
+      `t5x-lite generate/eval --workdir out_dir` use it as it is.
   export_checkpoint(workdir, out_dir) -> path
-      The latest checkpoint of a t5x_lite run -> HF directory (export_hf), restored through the
-      run's `RunSetup`.
+      The latest checkpoint of a t5x_lite run -> HF directory (export_hf) with the run's
+      tokenizer, restored through the run's `RunSetup`; nothing is left half-written.
 
 Each family's config mapping and tensor table is its own module (`gpt2.py`, `bert.py`, `t5.py`);
 this file is the machinery they share: reading and writing safetensors, checking every tensor,
