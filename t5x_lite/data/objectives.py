@@ -172,13 +172,8 @@ def span_corruption(
   first_nonnoise = ~noise & np.pad(noise[:, :-1], ((0, 0), (1, 0)), constant_values=True)
   span_index = np.cumsum(first_noise, axis=1) - 1  # noise span k (valid on noise tokens)
   run_index = np.cumsum(first_nonnoise, axis=1) - 1  # non-noise run k (valid on non-noise)
-  sentinels = vocabulary.sentinel_ids  # <extra_id_k> of the tokenizer, wherever they are
-  needed = int(max(span_index.max(initial=0), run_index.max(initial=0))) + 1
-  if needed > len(sentinels):
-    raise DataError(
-      f"span_corruption needs {needed} sentinel ids (<extra_id_0>..), the vocabulary has "
-      f"{len(sentinels)} (data.extra_ids, or a tokenizer with <extra_id_N> tokens)"
-    )
+  # <extra_id_k> of the tokenizer, wherever they are (check_span_corruption: enough of them).
+  sentinels = vocabulary.sentinel_ids
   sentinel = lambda k: sentinels[np.clip(k, 0, len(sentinels) - 1)]  # noqa: E731
   inputs = np.where(first_noise, sentinel(span_index), tokens)[~(noise & previous_noise)]
   targets = np.where(first_nonnoise, sentinel(run_index), tokens)[noise | first_nonnoise]
