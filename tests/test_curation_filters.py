@@ -375,3 +375,10 @@ def test_rules_equal_datatrove_definitions_on_random_documents():
     reasons.update(r[0] for r in (ours, ours_f, filters.gopher_repetition(text, rep)) if r)
   # The corpus exercises many rules, not just one.
   assert len(reasons) >= 8, reasons
+
+
+@pytest.mark.parametrize("variant", ["web_en", "books", "code_docs"])
+def test_every_shipped_curation_variant_loads_and_validates(variant):
+  config = settings.load(f"curate.py:{variant}")
+  assert config.variant == variant
+  assert (config.dedup.bands, config.dedup.rows, config.dedup.ngram) == (14, 8, 5)  # datatrove's
