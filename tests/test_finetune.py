@@ -277,6 +277,10 @@ def test_gpt_classification_loss_adds_exactly_lambda_times_lm_loss():
   config = config_lib.get_config("gpt.py:tiny")
   with config.unlocked():
     config.model.update(d_model=32, num_heads=2, d_ff=64, head="classification", num_labels=3)
+  assert config.model.lm_loss_weight == 0.5  # the GPT paper's λ is the default
+  assert config_lib.model_config(config).lm_loss_weight == 0.5
+  with config.unlocked():
+    config.model.lm_loss_weight = 0.0  # λ = 0 stays available: the classification loss alone
   model = build_model(config_lib.model_config(config))
   batch = _decoder_classifier_batch(model, 1024)
   # Packed: four examples in fewer rows, each labelled at its last token.

@@ -41,7 +41,9 @@ class ModelConfig:
   label_smoothing: float = 0.0  # label smoothing of the cross-entropy
   head: str = ""  # fine-tuning head: '' (pre-training) | 'classification' | 'token_classification'
   num_labels: int = 0  # classes of the fine-tuning head
-  lm_loss_weight: float = 0.0  # decoder classification: loss = L2 + lm_loss_weight · L1 (LM loss)
+  # Decoder classification: loss = L2 + lm_loss_weight · L1 (the LM loss on the same inputs);
+  # 0.5 as in the GPT paper (Radford et al. 2018, §3.2); 0 turns the auxiliary LM loss off.
+  lm_loss_weight: float = 0.5
   # Switches the shared layers read (never the family name); '' = the family's own default,
   # filled in by the family's model class (models/decoder.py, encoder.py, encoder_decoder.py).
   init_scheme: str = ""  # 'gpt2' (normal 0.02, residual projections / sqrt(2L)) | 'bert' | 't5'
