@@ -364,6 +364,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       f"config.model.head='token_classification' needs model.family='encoder', found {m.family!r}",
     )
   _require(m.lm_loss_weight >= 0, f"config.model.lm_loss_weight={m.lm_loss_weight}: expected >= 0")
+  _one_of(config, "model.prefix_attention", m.prefix_attention, ("bidirectional", "causal"))
   _one_of(config, "model.init_scheme", m.init_scheme, ("",) + INIT_SCHEMES)
   _one_of(config, "model.attention_scale", m.attention_scale, ("",) + ATTENTION_SCALES)
   _one_of(config, "model.dropout_placement", m.dropout_placement, ("",) + DROPOUT_PLACEMENTS)
