@@ -58,6 +58,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
   from t5x_lite.data import DataError  # noqa: PLC0415 (RegistryError is a DataError)
 
   errors.append(DataError)
+  from t5x_lite.convert.hf.rules import ConversionError  # noqa: PLC0415
+  from t5x_lite.launch import LaunchError  # noqa: PLC0415
+
+  errors += [ConversionError, LaunchError]
   return tuple(errors)
 
 
@@ -97,11 +101,13 @@ def cmd_train(args, overrides: Sequence[str]) -> int:
 
 
 def cmd_eval(args, overrides: Sequence[str]) -> int:
+  from t5x_lite import config as config_lib  # noqa: PLC0415
   from t5x_lite.evaluation import checkpoint as evaluation  # noqa: PLC0415
 
   results = evaluation.evaluate_checkpoint(
-    args.workdir, step=args.step, task=args.task, num_batches=args.num_batches
-  )
+    args.workdir, step=args.step, task=args.task, num_batches=args.num_batches,
+    overrides=config_lib.parse_overrides(overrides),
+  )  # fmt: skip
   print(json.dumps(results, indent=2, sort_keys=True))
   return 0
 
@@ -129,6 +135,10 @@ def _read_texts(args, flag: str = "prompt") -> list[str]:
 def cmd_generate(args, overrides: Sequence[str]) -> int:
   from t5x_lite import inference  # noqa: PLC0415
 
+  # Options first: a wrong flag is reported before minutes of loading.
+  inference.check_generation_options(
+    args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.num_beams, args.alpha
+  )
   prompts = _read_texts(args, "prompt")
   outputs = inference.load(args.workdir, step=args.step).generate(
     prompts,
@@ -261,7 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
   ev.add_argument("--workdir", required=True)
   ev.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
   ev.add_argument("--task", default=None, help="task to evaluate (default: the run's task)")
-  ev.add_argument("--num-batches", type=int, default=None)
+  ev.add_argument(
+    "--num-batches", type=int, default=None,
+    help="cap on validation batches (default: the run's train.eval_steps; 0 = the whole split)",
+  )  # fmt: skip
   ev.set_defaults(func=cmd_eval)
 
   gen = sub.add_parser("generate", help="continue prompts with a trained decoder / encoder-decoder")
@@ -341,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = build_parser()
   args, rest = parser.parse_known_args(argv)
   overrides = [a for a in rest]
-  if args.command not in ("train", "tasks", "launch") and overrides:
+  if args.command not in ("train", "eval", "tasks", "launch") and overrides:
     parser.error(f"unrecognized arguments: {' '.join(overrides)}")
   _setup_logging(args.verbose)
   try:

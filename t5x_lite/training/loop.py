@@ -22,7 +22,7 @@ from jax.experimental import multihost_utils
 from t5x_lite import checkpoints, reporting
 from t5x_lite import config as config_lib
 from t5x_lite.data import pipeline
-from t5x_lite.data.sharded_stream import HostBatchStream
+from t5x_lite.data.sharded_stream import HostBatchStream, host_validation_batches
 from t5x_lite.evaluation import evaluator
 from t5x_lite.training import hooks as hooks_lib
 from t5x_lite.training import init_from
@@ -81,7 +81,10 @@ def train_and_evaluate(
     process_index=jax.process_index(), process_count=jax.process_count(),
   )  # fmt: skip
   train_stream = make_stream(split="train")
-  make_eval_stream = functools.partial(make_stream, split="validation")
+  make_eval_stream = functools.partial(
+    host_validation_batches, config, vocabulary, converter, num_shards=num_shards,
+    process_index=jax.process_index(), process_count=jax.process_count(),
+  )  # fmt: skip
   logging.info(
     "process %d reads data shards %s of %d", jax.process_index(), train_stream.shards, num_shards
   )
@@ -182,6 +185,13 @@ def _check_workdir(workdir: str) -> None:
     os.remove(probe)
   except OSError as e:
     raise TrainingError(f"workdir {workdir!r} is not writable: {e.strerror or e}") from e
+  # Folders the run writes later: a file in their place would fail only at the first save.
+  for folder in ("checkpoints", "vocab", "eval"):
+    path = os.path.join(workdir, folder)
+    if os.path.exists(path) and not os.path.isdir(path):
+      raise TrainingError(
+        f"{path} is a file, but the run keeps its {folder} there: move it or use another workdir"
+      )
 
 
 def _vocabulary(config: ml_collections.ConfigDict, workdir: str, is_main: bool):
