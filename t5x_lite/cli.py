@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -86,9 +87,10 @@ def cmd_train(args, overrides: Sequence[str]) -> int:
   logging.info("workdir: %s", os.path.abspath(workdir))
   result = loop.train_and_evaluate(config, workdir)
   if result.get("preempted"):
+    command = ["t5x-lite", "train", "--config", args.config, "--workdir", workdir, *overrides]
     print(
-      f"preempted at step {result['step']}: checkpoint saved in {workdir}; rerun the same "
-      "command to resume",
+      f"preempted at step {result['step']} (checkpoint in {workdir}); resume with: "
+      f"{shlex.join(command)}",
       flush=True,
     )
   else:

@@ -53,7 +53,9 @@ def _classification_files(tmp_path, n_validation):
     paths[split] = str(tmp_path / f"{split}.jsonl")
     with open(paths[split], "w") as f:
       for i in range(n):
-        f.write(json.dumps({"text": f"example number {i} " * (1 + i % 3), "label": str(i % 3)}) + "\n")
+        f.write(
+          json.dumps({"text": f"example number {i} " * (1 + i % 3), "label": str(i % 3)}) + "\n"
+        )
   name = f"test_eval_once_{n_validation}"
   finetune.classification_task(name, paths["train"], paths["validation"], labels=["0", "1", "2"])
   return name
@@ -89,3 +91,76 @@ def test_validation_pass_covers_each_example_exactly_once(tmp_path, make_config,
   assert all(b["classification_labels"].shape[0] == 16 for b in batches)
   assert weights.sum() == n_validation
   assert sorted(labels[weights > 0].tolist()) == sorted(i % 3 for i in range(n_validation))
+
+
+def _train_args(workdir, steps=4):
+  return [
+    "train", "--config", "gpt.py:tiny", "--workdir", workdir, f"--config.train.steps={steps}",
+    *[f"--config.{k}={v}" for k, v in QUICK.items() if k != "train.steps"],
+  ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_signals_before_the_first_step_and_ctrl_c(
+  tmp_path, shared_vocab_workdir, monkeypatch, capsys
+):
+  """SIGTERM while compiling exits 0 (was 143); Ctrl-C finishes the step, saves and prints the
+  resume command; a second Ctrl-C stops at once (exit 130)."""
+  import os
+  import signal
+
+  from t5x_lite import checkpoints, cli
+  from t5x_lite.data import sharded_stream
+
+  early = shared_vocab_workdir(str(tmp_path / "early"))
+  original_init = RunSetup.init_state
+
+  def init_then_sigterm(self):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return original_init(self)
+
+  monkeypatch.setattr(RunSetup, "init_state", init_then_sigterm)
+  assert cli.main(_train_args(early)) == 0
+  assert "preempted at step 0" in capsys.readouterr().out
+  monkeypatch.setattr(RunSetup, "init_state", original_init)
+
+  ctrl_c = shared_vocab_workdir(str(tmp_path / "ctrl_c"))
+  original_next = sharded_stream.HostBatchStream.__next__
+  calls = {"n": 0}
+
+  def next_and_interrupt(self, times=1):
+    calls["n"] += 1
+    if calls["n"] == 3:
+      for _ in range(calls.get("signals", 1)):
+        os.kill(os.getpid(), signal.SIGINT)
+    return original_next(self)
+
+  monkeypatch.setattr(sharded_stream.HostBatchStream, "__next__", next_and_interrupt)
+  args = _train_args(ctrl_c)
+  assert cli.main(args) == 0
+  out = capsys.readouterr().out
+  assert "preempted at step 3" in out and "resume with: t5x-lite train --config gpt.py:tiny" in out
+  assert checkpoints.open_existing(ctrl_c).all_steps() == [3]
+
+  twice = shared_vocab_workdir(str(tmp_path / "twice"))
+  calls.update(n=0, signals=2)
+  assert cli.main(_train_args(twice)) == 130
+  assert not os.path.exists(os.path.join(twice, "checkpoints", "3"))
+
+
+def test_resuming_with_more_steps_warns_that_the_schedule_moves(make_config, caplog):
+  """Resuming with a larger train.steps stretches a decay that runs until the end: the steps
+  already planned get other learning rates. The loop says so and gives the flag that keeps it."""
+  import logging
+
+  saved = make_config("gpt.py:tiny", **{"train.steps": "100"})
+  longer = make_config("gpt.py:tiny", **{"train.steps": "200"})
+  with caplog.at_level(logging.WARNING):
+    loop._warn_on_schedule_change(saved, longer, 50)
+  assert "ends at step 200 instead of 100" in caplog.text
+  assert "--config.optimizer.decay_steps=70" in caplog.text  # 100 - 30 warmup steps
+  caplog.clear()
+  fixed = make_config("gpt.py:tiny", **{"train.steps": "200", "optimizer.decay_steps": "70"})
+  with caplog.at_level(logging.WARNING):
+    loop._warn_on_schedule_change(saved, fixed, 50)
+  assert caplog.text == ""

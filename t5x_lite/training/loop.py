@@ -47,6 +47,8 @@ def train_and_evaluate(
   devices = list(devices) if devices is not None else jax.devices()
   config_lib.validate(config, num_devices=len(devices))
   _check_workdir(workdir)
+  # Signals from here on stop the run cleanly (a SIGTERM while compiling exits 0, not 143).
+  preemption = Preemption().install()
   is_main = jax.process_index() == 0
   train = config.train
 
@@ -69,7 +71,9 @@ def train_and_evaluate(
   resume_step = checkpointer.latest_step()
   num_shards = config.data.num_shards or jax.process_count()
   if resume_step is not None:
-    num_shards = checkpointer.restore_config(resume_step).data.num_shards or num_shards
+    saved_config = checkpointer.restore_config(resume_step)
+    num_shards = saved_config.data.num_shards or num_shards
+    _warn_on_schedule_change(saved_config, config, resume_step)
   with config.unlocked():
     config.data.num_shards = num_shards
 
@@ -131,7 +135,7 @@ def train_and_evaluate(
   writer = reporting.MetricsWriter(workdir, enabled=is_main)
   progress = _progress(config, setup, int(jax.device_get(state.step)), is_main, len(devices))
   step = int(jax.device_get(state.step))
-  with Preemption() as preemption, setup.use_mesh():
+  with preemption, setup.use_mesh():
     after_step = hooks_lib.Hooks(
       ([hooks_lib.StopOnNonfinite(checkpointer)] if train.nonfinite == "stop" else [])
       + [
@@ -141,8 +145,8 @@ def train_and_evaluate(
         hooks_lib.StopOnPreemption(preemption),
       ]
     )
-    reason = StopReason.COMPLETED
-    while step < train.steps:
+    reason = StopReason.PREEMPTED if preemption.requested else StopReason.COMPLETED
+    while step < train.steps and reason is StopReason.COMPLETED:
       batch = setup.global_batch(next(train_stream))
       state, step_metrics = train_step(state, batch, dropout_rng)
       step += 1
@@ -157,7 +161,7 @@ def train_and_evaluate(
     progress.close()
     if reason is not StopReason.COMPLETED:
       writer.close()
-      logging.warning(after_step.message)
+      logging.warning(after_step.message or f"stopped by a signal at step {step}")
       if reason is StopReason.PREEMPTED:
         return {"step": step, "preempted": True}
       raise TrainingError(after_step.message)
@@ -172,6 +176,25 @@ def train_and_evaluate(
         setup.model, state.params, vocabulary, train.sample_prompt, train.sample_tokens
       )
   return result
+
+
+def _warn_on_schedule_change(saved, config, resume_step: int) -> None:
+  """Resuming with another train.steps moves a decay that runs "until the end" (decay_steps=0):
+  the steps still to run get other learning rates than the original run planned. Say so."""
+  old_steps, new_steps = int(saved.train.steps), int(config.train.steps)
+  opt = config.optimizer
+  if old_steps == new_steps or opt.decay == "constant" or int(opt.decay_steps) != 0:
+    return
+  if int(saved.optimizer.decay_steps) != 0:
+    return
+  warmup = int(opt.warmup_steps)
+  logging.warning(
+    "resuming at step %d with train.steps=%d (the run was started with %d): the %s decay now "
+    "ends at step %d instead of %d, so the learning rate from step %d on differs from the "
+    "original plan; to keep it, add --config.optimizer.decay_steps=%d",
+    resume_step, new_steps, old_steps, opt.decay, new_steps, old_steps, resume_step + 1,
+    max(1, old_steps - warmup),
+  )  # fmt: skip
 
 
 def _check_workdir(workdir: str) -> None:
