@@ -18,6 +18,7 @@ exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import os
@@ -248,6 +249,24 @@ def cmd_launch(args, overrides: Sequence[str]) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+TRAIN_EPILOG = """\
+Any config value can be set with --config.KEY=VALUE (KEY is a dotted path into the config,
+VALUE is parsed as a Python literal and type-checked against the config), for example:
+
+  t5x-lite train --config gpt.py:tiny --config.train.steps=200 --config.optimizer.learning_rate=1e-3
+  t5x-lite train --config t5.py:tiny --config.data.feature_lengths="{'inputs': 128, 'targets': 32}"
+
+Rerunning the same command resumes from the workdir's latest checkpoint.
+"""
+
+
+def _version() -> str:
+  try:
+    return importlib.metadata.version("t5x_lite")
+  except importlib.metadata.PackageNotFoundError:
+    return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
   from t5x_lite.config import DEFAULT_CONFIG  # noqa: PLC0415
 
@@ -257,9 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
   parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+  parser.add_argument("--version", action="version", version=f"t5x-lite {_version()}")
   sub = parser.add_subparsers(dest="command", required=True)
 
-  train = sub.add_parser("train", help="pre-train or fine-tune (resumes from the workdir)")
+  train = sub.add_parser(
+    "train",
+    help="pre-train or fine-tune (resumes from the workdir)",
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+    epilog=TRAIN_EPILOG,
+  )
   train.add_argument("--config", default=DEFAULT_CONFIG, help="config file[:variant]")
   train.add_argument(
     "--workdir", default="", help="outputs and checkpoints (default runs/<config>)"

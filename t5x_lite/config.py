@@ -72,7 +72,8 @@ def base_config() -> ml_collections.ConfigDict:
   train.async_checkpoints = True  # save in a background thread
   train.init_from = ""  # checkpoint dir or workdir to load params from (fine-tuning)
   train.frozen = ()  # regexes of parameter paths not to train
-  train.nonfinite = "skip"  # non-finite loss/grads: 'skip' the update | 'stop' the run
+  train.nonfinite = "skip"  # non-finite loss/grads/update: 'skip' the update | 'stop' the run
+  train.max_consecutive_skips = 50  # under 'skip': give up (exit non-zero) after this many in a row
   train.sample_prompt = "The"  # a sample generation is printed at the end ('' = none)
   train.sample_tokens = 32  # length of that sample
 
@@ -421,6 +422,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   )
   _require(t.eval_every >= 0, f"config.train.eval_every={t.eval_every}: expected >= 0")
   _one_of(config, "train.nonfinite", t.nonfinite, ("skip", "stop"))
+  _positive("train.max_consecutive_skips", t.max_consecutive_skips)
   _require(
     t.batch_size % t.microbatches == 0,
     f"config.train.batch_size={t.batch_size} is not divisible by train.microbatches={t.microbatches}",

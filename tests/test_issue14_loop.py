@@ -164,3 +164,87 @@ def test_resuming_with_more_steps_warns_that_the_schedule_moves(make_config, cap
   with caplog.at_level(logging.WARNING):
     loop._warn_on_schedule_change(saved, fixed, 50)
   assert caplog.text == ""
+
+
+def test_a_non_finite_update_from_finite_gradients_is_skipped():
+  """The check looked at the loss and the gradient norm only, so an optimizer whose update is
+  non-finite (eps=0 on a zero second moment, an infinite learning rate) wrote NaN weights."""
+  import dataclasses
+
+  import jax.numpy as jnp
+  import optax
+  from flax import linen as nn
+
+  from t5x_lite.config import load_config_file
+  from t5x_lite.models import build_model, to_model_config
+  from t5x_lite.training import state as state_lib
+  from t5x_lite.training import step as step_lib
+
+  config = dataclasses.replace(
+    to_model_config(load_config_file("gpt.py:tiny").model),
+    vocab_size=40, d_model=16, num_heads=2, d_ff=32, num_layers=1,
+  )  # fmt: skip
+  model = build_model(config)
+  params = nn.unbox(model.init(jax.random.key(0), model.input_shapes(2, {"decoder": 8})))
+  tokens = jnp.asarray(np.random.default_rng(0).integers(3, 40, (2, 8)), jnp.int32)
+  batch = {
+    "decoder_target_tokens": tokens,
+    "decoder_input_tokens": jnp.pad(tokens[:, :-1], ((0, 0), (1, 0))),
+    "decoder_loss_weights": jnp.ones((2, 8), jnp.float32),
+  }
+  for optimizer, finite in ((optax.sgd(jnp.inf), False), (optax.sgd(0.1), True)):
+    state = state_lib.create(params, optimizer)
+    new, metrics = step_lib.train_step(
+      state, batch, jax.random.key(1), model=model, optimizer=optimizer, schedule=lambda s: 0.1
+    )
+    assert bool(jnp.isfinite(metrics["grad_norm"][0]))  # the gradients were finite
+    assert float(metrics["finite"][0]) == float(finite)
+    assert int(new.skipped_steps) == (0 if finite else 1)
+    same = jax.tree.leaves(jax.tree.map(lambda a, b: bool((a == b).all()), params, new.params))
+    assert all(same) != finite
+    assert all(bool(jnp.isfinite(p).all()) for p in jax.tree.leaves(new.params))
+
+
+@pytest.mark.slow
+def test_skip_gives_up_after_consecutive_non_finite_steps(
+  tmp_path, shared_vocab_workdir, make_config, monkeypatch
+):
+  """Under 'skip' a run with every update refused used to report success; it now stops after
+  train.max_consecutive_skips in a row, naming the last (finite) checkpoint."""
+  from t5x_lite import checkpoints
+  from t5x_lite.data import sharded_stream
+
+  original_next = sharded_stream.HostBatchStream.__next__
+  counter = {"n": 0}
+
+  def poisoned_next(self):
+    batch = original_next(self)
+    counter["n"] += 1
+    if counter["n"] >= 3:
+      batch["decoder_loss_weights"] = batch["decoder_loss_weights"] * np.nan
+    return batch
+
+  monkeypatch.setattr(sharded_stream.HostBatchStream, "__next__", poisoned_next)
+  workdir = shared_vocab_workdir(str(tmp_path / "run"))
+  config = make_config(
+    "gpt.py:tiny",
+    **{**QUICK, "train.steps": "8", "train.checkpoint_every": "2",
+       "train.max_consecutive_skips": "2"},
+  )  # fmt: skip
+  with pytest.raises(loop.TrainingError, match="2 consecutive non-finite steps up to step 4"):
+    loop.train_and_evaluate(config, workdir)
+  checkpointer = checkpoints.open_existing(workdir)
+  assert checkpointer.latest_step() <= 4
+
+
+def test_version_and_train_help_show_the_override_syntax(capsys):
+  from t5x_lite import cli
+
+  for argv in (["--version"], ["train", "--help"]):
+    with pytest.raises(SystemExit) as exit_info:
+      cli.main(argv)
+    assert exit_info.value.code == 0
+  out = capsys.readouterr().out
+  assert out.startswith("t5x-lite ")
+  assert "--config.KEY=VALUE" in out
+  assert out.count("t5x-lite train --config") == 2  # two examples

@@ -137,7 +137,11 @@ def train_and_evaluate(
   step = int(jax.device_get(state.step))
   with preemption, setup.use_mesh():
     after_step = hooks_lib.Hooks(
-      ([hooks_lib.StopOnNonfinite(checkpointer)] if train.nonfinite == "stop" else [])
+      (
+        [hooks_lib.StopOnNonfinite(checkpointer)]
+        if train.nonfinite == "stop"
+        else [hooks_lib.GiveUpOnSkips(train.max_consecutive_skips, checkpointer, train.log_every)]
+      )
       + [
         hooks_lib.LogMetrics(train.log_every, train.steps, writer, progress, config.model.z_loss),
         hooks_lib.Evaluate(train.eval_every, train.steps, run_eval, writer, progress),
