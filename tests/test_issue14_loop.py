@@ -248,3 +248,28 @@ def test_version_and_train_help_show_the_override_syntax(capsys):
   assert out.startswith("t5x-lite ")
   assert "--config.KEY=VALUE" in out
   assert out.count("t5x-lite train --config") == 2  # two examples
+
+
+@pytest.mark.parametrize(
+  "head,sums,expected",
+  [
+    ("", {"loss": (4.0, 2.0)}, {"perplexity"}),
+    ("", {"loss": (6.0, 2.0), "mlm_loss": (4.0, 2.0), "nsp_accuracy": (1.0, 2.0)},
+     {"mlm_perplexity"}),
+    ("classification", {"loss": (4.0, 2.0)}, set()),
+  ],
+)  # fmt: skip
+def test_perplexity_only_of_a_language_model_loss(make_config, head, sums, expected):
+  """'perplexity' was exp(loss) for classifiers and for BERT's MLM + NSP sum."""
+  from t5x_lite.evaluation import evaluator
+
+  overrides = {"model.head": head, "model.num_labels": "2"} if head else {}
+  config = make_config("gpt.py:tiny", **overrides)
+  results = evaluator.evaluate(
+    lambda params, batch: {k: tuple(map(np.float32, v)) for k, v in sums.items()},
+    None, config, lambda: iter([{"x": np.zeros((8, 1), np.int32)}]),
+    jax.sharding.SingleDeviceSharding(jax.devices()[0]), 0,
+  )  # fmt: skip
+  assert {k for k in results if "perplexity" in k} == expected
+  if "mlm_perplexity" in expected:
+    assert results["mlm_perplexity"] == pytest.approx(np.exp(2.0))

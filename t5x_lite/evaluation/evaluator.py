@@ -57,7 +57,13 @@ def evaluate(
   if total is None:
     raise ValueError("the validation split gave no batch: nothing to evaluate")
   results = {name: n / d if d else float("nan") for name, (n, d) in total.items()}
-  if "loss" in results:
+  # Perplexity only of a language-model loss: not of a classifier's loss, and for BERT of the
+  # MLM loss alone (its 'loss' is MLM + NSP; NSP has its own nsp_accuracy).
+  if config.model.head:
+    pass
+  elif "mlm_loss" in results:
+    results["mlm_perplexity"] = float(np.exp(min(results["mlm_loss"], 50.0)))
+  elif "loss" in results:
     results["perplexity"] = float(np.exp(min(results["loss"], 50.0)))
   if not config.model.z_loss:
     results.pop("z_loss", None)
