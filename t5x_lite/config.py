@@ -383,6 +383,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _require(bool(lengths), "config.data.feature_lengths is empty: expected e.g. {'targets': 256}")
   for name, length in lengths.items():
     _positive(f"data.feature_lengths.{name}", length)
+  if m.head:
+    suggested = min(max(lengths.values()), m.max_length) if lengths else m.max_length
+    _require(
+      "inputs" in lengths,
+      f"config.data.feature_lengths={lengths}: a model.head={m.head!r} model reads the task "
+      f"feature 'inputs'; add --config.data.feature_lengths=\"{{'inputs': {suggested}}}\"",
+    )
   if m.position == "learned":
     longest = max(lengths.values())
     _require(

@@ -118,6 +118,7 @@ OVERRIDES = [
   ("model.dropout_rate=-0.1", "model.dropout_rate"),
   ("model.head=regression", "model.head"),
   ("model.head=classification", "model.num_labels"),
+  ("model.num_labels=2 --config.model.head=classification", "add --config.data.feature_lengths="),
   ("model.lm_loss_weight=-1", "model.lm_loss_weight=-1"),
   ("model.prefix_attention=full", "model.prefix_attention"),
   ("model.init_scheme=xavier", "model.init_scheme"),
@@ -132,7 +133,15 @@ OVERRIDES = [
 def test_bad_override(capsys, workdir, override, message):
   before = _tree(workdir)
   code, err, _ = run_cli(
-    capsys, ["train", "--config", TINY, "--workdir", str(workdir), f"--config.{override}"]
+    capsys,
+    [
+      "train",
+      "--config",
+      TINY,
+      "--workdir",
+      str(workdir),
+      *[f"--config.{part}" for part in override.split(" --config.")],
+    ],
   )
   assert_one_line(code, err, message)
   assert _tree(workdir) == before
