@@ -143,7 +143,8 @@ def cmd_generate(args, overrides: Sequence[str]) -> int:
     args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.num_beams, args.alpha
   )
   prompts = _read_texts(args, "prompt")
-  outputs = inference.load(args.workdir, step=args.step).generate(
+  loaded = inference.load(args.workdir, step=args.step)
+  outputs = loaded.generate(
     prompts,
     max_new_tokens=args.max_new_tokens,
     temperature=args.temperature,
@@ -157,6 +158,8 @@ def cmd_generate(args, overrides: Sequence[str]) -> int:
   for prompt, text in zip(prompts, outputs):
     if out:
       out.write(json.dumps({"prompt": prompt, "output": text}) + "\n")
+    elif loaded.model.encoder_decoder:  # an output, not a continuation: keep them apart
+      print(f"{prompt}\n  -> {text}")
     else:
       print(f"{prompt}{text}")
   if out:

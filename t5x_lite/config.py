@@ -367,7 +367,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       f"config.model.head='token_classification' needs model.family='encoder', found {m.family!r}",
     )
   _require(m.lm_loss_weight >= 0, f"config.model.lm_loss_weight={m.lm_loss_weight}: expected >= 0")
-  _one_of(config, "model.prefix_attention", m.prefix_attention, ("bidirectional", "causal"))
+  _one_of(config, "model.prefix_attention", m.prefix_attention, ("", "bidirectional", "causal"))
   _one_of(config, "model.init_scheme", m.init_scheme, ("",) + INIT_SCHEMES)
   _one_of(config, "model.attention_scale", m.attention_scale, ("",) + ATTENTION_SCALES)
   _one_of(config, "model.dropout_placement", m.dropout_placement, ("",) + DROPOUT_PLACEMENTS)
@@ -477,8 +477,19 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
 
 
 def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
-  """The frozen ModelConfig for `config.model`."""
-  return ModelConfig(**config.model.to_dict())
+  """The frozen ModelConfig for `config.model`.
+
+  `model.prefix_attention=''` (auto) resolves as SeqIO picks its converter: a decoder that reads
+  task 'inputs' (a prefix LM, or prompt -> completion fine-tuning) attends over them
+  bidirectionally; one trained on targets alone (a causal LM) stays causal everywhere, also
+  when `score()` later feeds it prompt + completion.
+  """
+  values = config.model.to_dict()
+  if not values.get("prefix_attention"):
+    reads_inputs = "inputs" in dict(config.data.feature_lengths)
+    prefix = values["family"] == "decoder" and reads_inputs and not values.get("head")
+    values["prefix_attention"] = "bidirectional" if prefix else "causal"
+  return ModelConfig(**values)
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

@@ -189,7 +189,12 @@ class LoadedModel:
 
   def score(self, inputs: Sequence[str], targets: Sequence[str] | None = None) -> np.ndarray:
     """[n] log-likelihoods: of each target given its input (decoder: prompt -> completion;
-    encoder-decoder: input -> target), or of each text (decoder, targets=None; EOS included)."""
+    encoder-decoder: input -> target), or of each text (decoder, targets=None).
+
+    The scored sequence ends with its EOS token, as T5X's `score_batch` scores its targets: the
+    result is log p(target + EOS | input), the probability that the model emits exactly this
+    target and then stops (subtract nothing to compare with T5X; it is lower than the
+    log-likelihood of the target's tokens alone by log p(EOS | input, target))."""
     if not self.model.generative:
       raise InferenceError("score needs a generative model (decoder or encoder-decoder)")
     if isinstance(inputs, str):

@@ -14,6 +14,7 @@ from t5x_lite.models import build_model, to_model_config
 
 
 def _model(**changes):
+  changes.setdefault("prefix_attention", "bidirectional")
   config = to_model_config(load_config_file("gpt.py:tiny").model)
   config = dataclasses.replace(
     config, vocab_size=40, d_model=32, num_heads=2, d_ff=48, num_layers=2, **changes
@@ -58,3 +59,22 @@ def test_later_prefix_token_changes_earlier_prefix_output_and_a_target_does_not(
   causal_base = _outputs(causal, params, _batch(causal, [5, 6, 7, 8], [9, 10, 11]))
   causal_later = _outputs(causal, params, _batch(causal, [5, 6, 7, 20], [9, 10, 11]))
   np.testing.assert_array_equal(causal_later[0, :4], causal_base[0, :4])  # causal: unchanged
+
+
+def test_prefix_attention_is_bidirectional_by_default_only_for_a_prefix_lm(make_config):
+  """On by default when the task feeds 'inputs' (the prefix-LM objective); a causal LM stays
+  causal, also when score() later feeds it a prompt and a completion."""
+  from t5x_lite import config as config_lib
+
+  prefix = make_config(
+    "gpt.py:tiny",
+    **{"data.task": "pydoc_prefix_lm", "data.feature_lengths": "{'inputs': 64, 'targets': 64}"},
+  )
+  assert config_lib.model_config(prefix).prefix_attention == "bidirectional"
+  assert config_lib.model_config(make_config("gpt.py:tiny")).prefix_attention == "causal"
+  causal = make_config(
+    "gpt.py:tiny",
+    **{"data.task": "pydoc_prefix_lm", "data.feature_lengths": "{'inputs': 64, 'targets': 64}",
+       "model.prefix_attention": "causal"},
+  )  # fmt: skip
+  assert config_lib.model_config(causal).prefix_attention == "causal"
