@@ -264,6 +264,8 @@ def test_perplexity_only_of_a_language_model_loss(make_config, head, sums, expec
   from t5x_lite.evaluation import evaluator
 
   overrides = {"model.head": head, "model.num_labels": "2"} if head else {}
+  if head:
+    overrides["data.feature_lengths"] = "{'inputs': 64}"
   config = make_config("gpt.py:tiny", **overrides)
   results = evaluator.evaluate(
     lambda params, batch: {k: tuple(map(np.float32, v)) for k, v in sums.items()},
