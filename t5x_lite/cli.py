@@ -20,9 +20,11 @@ exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -57,12 +59,15 @@ def _user_errors() -> tuple[type[BaseException], ...]:
   from t5x_lite import inference  # noqa: PLC0415
 
   errors.append(inference.InferenceError)
+  from t5x_lite.convert.hf.rules import ConversionError  # noqa: PLC0415
   from t5x_lite.curation import CurationError  # noqa: PLC0415
   from t5x_lite.data import DataError  # noqa: PLC0415 (RegistryError is a DataError)
   from t5x_lite.evaluation import harness  # noqa: PLC0415
+  from t5x_lite.launch import LaunchError  # noqa: PLC0415
   from t5x_lite.scaling import cli as scaling_cli  # noqa: PLC0415
 
   errors += [CurationError, DataError, *scaling_cli.USER_ERRORS, harness.HarnessError]
+  errors += [ConversionError, LaunchError]
   return tuple(errors)
 
 
@@ -87,9 +92,10 @@ def cmd_train(args, overrides: Sequence[str]) -> int:
   logging.info("workdir: %s", os.path.abspath(workdir))
   result = loop.train_and_evaluate(config, workdir)
   if result.get("preempted"):
+    command = ["t5x-lite", "train", "--config", args.config, "--workdir", workdir, *overrides]
     print(
-      f"preempted at step {result['step']}: checkpoint saved in {workdir}; rerun the same "
-      "command to resume",
+      f"preempted at step {result['step']} (checkpoint in {workdir}); resume with: "
+      f"{shlex.join(command)}",
       flush=True,
     )
   else:
@@ -107,11 +113,13 @@ def cmd_eval(args, overrides: Sequence[str]) -> int:
 
     print(json.dumps(harness.run_harness(args.workdir, args.harness, step=args.step), indent=2))
     return 0
+  from t5x_lite import config as config_lib  # noqa: PLC0415
   from t5x_lite.evaluation import checkpoint as evaluation  # noqa: PLC0415
 
   results = evaluation.evaluate_checkpoint(
-    args.workdir, step=args.step, task=args.task, num_batches=args.num_batches
-  )
+    args.workdir, step=args.step, task=args.task, num_batches=args.num_batches,
+    overrides=config_lib.parse_overrides(overrides),
+  )  # fmt: skip
   print(json.dumps(results, indent=2, sort_keys=True))
   return 0
 
@@ -139,8 +147,13 @@ def _read_texts(args, flag: str = "prompt") -> list[str]:
 def cmd_generate(args, overrides: Sequence[str]) -> int:
   from t5x_lite import inference  # noqa: PLC0415
 
+  # Options first: a wrong flag is reported before minutes of loading.
+  inference.check_generation_options(
+    args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.num_beams, args.alpha
+  )
   prompts = _read_texts(args, "prompt")
-  outputs = inference.load(args.workdir, step=args.step).generate(
+  loaded = inference.load(args.workdir, step=args.step)
+  outputs = loaded.generate(
     prompts,
     max_new_tokens=args.max_new_tokens,
     temperature=args.temperature,
@@ -154,6 +167,8 @@ def cmd_generate(args, overrides: Sequence[str]) -> int:
   for prompt, text in zip(prompts, outputs):
     if out:
       out.write(json.dumps({"prompt": prompt, "output": text}) + "\n")
+    elif loaded.model.encoder_decoder:  # an output, not a continuation: keep them apart
+      print(f"{prompt}\n  -> {text}")
     else:
       print(f"{prompt}{text}")
   if out:
@@ -241,6 +256,24 @@ def cmd_launch(args, overrides: Sequence[str]) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+TRAIN_EPILOG = """\
+Any config value can be set with --config.KEY=VALUE (KEY is a dotted path into the config,
+VALUE is parsed as a Python literal and type-checked against the config), for example:
+
+  t5x-lite train --config gpt.py:tiny --config.train.steps=200 --config.optimizer.learning_rate=1e-3
+  t5x-lite train --config t5.py:tiny --config.data.feature_lengths="{'inputs': 128, 'targets': 32}"
+
+Rerunning the same command resumes from the workdir's latest checkpoint.
+"""
+
+
+def _version() -> str:
+  try:
+    return importlib.metadata.version("t5x_lite")
+  except importlib.metadata.PackageNotFoundError:
+    return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
   from t5x_lite.config import DEFAULT_CONFIG  # noqa: PLC0415
 
@@ -250,9 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
   parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+  parser.add_argument("--version", action="version", version=f"t5x-lite {_version()}")
   sub = parser.add_subparsers(dest="command", required=True)
 
-  train = sub.add_parser("train", help="pre-train or fine-tune (resumes from the workdir)")
+  train = sub.add_parser(
+    "train",
+    help="pre-train or fine-tune (resumes from the workdir)",
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+    epilog=TRAIN_EPILOG,
+  )
   train.add_argument("--config", default=DEFAULT_CONFIG, help="config file[:variant]")
   train.add_argument(
     "--workdir", default="", help="outputs and checkpoints (default runs/<config>)"
@@ -266,7 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
   ev.add_argument("--workdir", required=True)
   ev.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
   ev.add_argument("--task", default=None, help="task to evaluate (default: the run's task)")
-  ev.add_argument("--num-batches", type=int, default=None)
+  ev.add_argument(
+    "--num-batches", type=int, default=None,
+    help="cap on validation batches (default: the run's train.eval_steps; 0 = the whole split)",
+  )  # fmt: skip
   ev.add_argument(
     "--harness", default=None, help="few-shot tasks YAML (t5x_lite/evaluation/harness.py)"
   )
@@ -359,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = build_parser()
   args, rest = parser.parse_known_args(argv)
   overrides = [a for a in rest]
-  if args.command not in ("train", "tasks", "launch", "curate", "scaling") and overrides:
+  if args.command not in ("train", "eval", "tasks", "launch", "curate", "scaling") and overrides:
     parser.error(f"unrecognized arguments: {' '.join(overrides)}")
   _setup_logging(args.verbose)
   try:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib.util
+import inspect
 import json
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -68,7 +70,7 @@ def base_config() -> ml_collections.ConfigDict:
   train.seed = 0  # parameter init and dropout
   train.log_every = 20  # metrics to console / metrics.jsonl / TensorBoard every N steps
   train.eval_every = 100  # held-out evaluation every N steps (0 = only at the end)
-  train.eval_steps = 4  # batches per evaluation
+  train.eval_steps = 0  # batches per evaluation: 0 = the whole validation split, once
   train.checkpoint_every = 100  # save every N steps (and at the end)
   train.keep = 3  # checkpoints kept (the newest N)
   train.keep_every = 0  # also keep every K-th step forever (0 = none)
@@ -77,7 +79,8 @@ def base_config() -> ml_collections.ConfigDict:
   train.frozen = ()  # regexes of parameter paths not to train
   train.branch_from = ""  # 'WORKDIR:STEP': start from that checkpoint's full state and data
   # position (a WSD decay branch, training/branch.py); ignored once this workdir has a checkpoint
-  train.nonfinite = "skip"  # non-finite loss/grads: 'skip' the update | 'stop' the run
+  train.nonfinite = "skip"  # non-finite loss/grads/update: 'skip' the update | 'stop' the run
+  train.max_consecutive_skips = 50  # under 'skip': give up (exit non-zero) after this many in a row
   train.sample_prompt = "The"  # a sample generation is printed at the end ('' = none)
   train.sample_tokens = 32  # length of that sample
   train.profile_steps = ()  # (first, last): jax.profiler trace of those steps in workdir/profile
@@ -147,12 +150,12 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
     raise ConfigError(f"--config: could not load {path}: {type(e).__name__}: {e}") from e
   if not hasattr(module, "get_config"):
     raise ConfigError(f"--config: {path} has no get_config(arg) function")
+  takes_arg = arg is not None and len(inspect.signature(module.get_config).parameters) > 0
   try:
-    config = module.get_config(arg) if arg is not None else module.get_config()
-  except TypeError:
-    config = module.get_config()
-  except (KeyError, ValueError) as e:
-    raise ConfigError(f"--config: {path}:{arg}: {e}") from e
+    config = module.get_config(arg) if takes_arg else module.get_config()
+  except Exception as e:  # noqa: BLE001 (any error of the user's get_config: one line, the file)
+    where = f"{path}:{arg}" if arg is not None else path
+    raise ConfigError(f"--config: {where}: get_config raised {type(e).__name__}: {e}") from e
   if not isinstance(config, ml_collections.ConfigDict):
     raise ConfigError(
       f"--config: {path} get_config returned {type(config).__name__}, "
@@ -377,6 +380,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       f"config.model.head='token_classification' needs model.family='encoder', found {m.family!r}",
     )
   _require(m.lm_loss_weight >= 0, f"config.model.lm_loss_weight={m.lm_loss_weight}: expected >= 0")
+  _one_of(config, "model.prefix_attention", m.prefix_attention, ("", "bidirectional", "causal"))
   _one_of(config, "model.init_scheme", m.init_scheme, ("",) + INIT_SCHEMES)
   _one_of(config, "model.attention_scale", m.attention_scale, ("",) + ATTENTION_SCALES)
   _one_of(config, "model.dropout_placement", m.dropout_placement, ("",) + DROPOUT_PLACEMENTS)
@@ -390,6 +394,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     f"model.vocab_pad_multiple={m.vocab_pad_multiple}: use one or the other",
   )
 
+  _require(
+    m.head_dim >= 0, f"config.model.head_dim={m.head_dim}: expected >= 0 (0 = d_model // num_heads)"
+  )
+  _require(d.num_workers >= 0, f"config.data.num_workers={d.num_workers}: expected >= 0")
+  _require(t.keep_every >= 0, f"config.train.keep_every={t.keep_every}: expected >= 0 (0 = none)")
   _one_of(config, "data.vocab", d.vocab, ("sentencepiece", "byte"))
   _one_of(config, "data.vocab_type", d.vocab_type, ("unigram", "bpe", "byte-bpe", "wordpiece"))
   if d.vocab_type == "byte-bpe" and d.vocab == "sentencepiece" and not d.vocab_path:
@@ -403,6 +412,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _require(bool(lengths), "config.data.feature_lengths is empty: expected e.g. {'targets': 256}")
   for name, length in lengths.items():
     _positive(f"data.feature_lengths.{name}", length)
+  if m.head:
+    suggested = min(max(lengths.values()), m.max_length) if lengths else m.max_length
+    _require(
+      "inputs" in lengths,
+      f"config.data.feature_lengths={lengths}: a model.head={m.head!r} model reads the task "
+      f"feature 'inputs'; add --config.data.feature_lengths=\"{{'inputs': {suggested}}}\"",
+    )
   if m.position == "learned":
     longest = max(lengths.values())
     _require(
@@ -435,11 +451,15 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     "checkpoint_every",
     "keep",
     "microbatches",
-    "eval_steps",
   ):
     _positive(f"train.{field}", t[field])
+  _require(
+    isinstance(t.eval_steps, int) and t.eval_steps >= 0,
+    f"config.train.eval_steps={t.eval_steps!r}: expected >= 0 (0 = the whole validation split)",
+  )
   _require(t.eval_every >= 0, f"config.train.eval_every={t.eval_every}: expected >= 0")
   _one_of(config, "train.nonfinite", t.nonfinite, ("skip", "stop"))
+  _positive("train.max_consecutive_skips", t.max_consecutive_skips)
   _require(
     not t.harness_tasks or os.path.isfile(t.harness_tasks),
     f"config.train.harness_tasks={t.harness_tasks!r}: no such file (a few-shot tasks YAML)",
@@ -458,8 +478,29 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _one_of(config, "optimizer.name", o.name, ("adamw", "adafactor"))
   _one_of(config, "optimizer.decay", o.decay, ("cosine", "linear", "rsqrt", "constant", "wsd"))
   _validate_wsd(config)
-  _require(o.learning_rate > 0, f"config.optimizer.learning_rate={o.learning_rate}: expected > 0")
+  _require(
+    math.isfinite(o.learning_rate) and o.learning_rate > 0,
+    f"config.optimizer.learning_rate={o.learning_rate}: expected a finite number > 0",
+  )
   _require(o.warmup_steps >= 0, f"config.optimizer.warmup_steps={o.warmup_steps}: expected >= 0")
+  _require(
+    o.decay_steps >= 0,
+    f"config.optimizer.decay_steps={o.decay_steps}: expected >= 0 (0 = until train.steps)",
+  )
+  _require(
+    math.isfinite(o.grad_clip) and o.grad_clip >= 0,
+    f"config.optimizer.grad_clip={o.grad_clip}: expected >= 0 (0 = no clipping)",
+  )
+  for name in ("b1", "b2"):
+    _require(0.0 <= o[name] < 1.0, f"config.optimizer.{name}={o[name]}: expected [0, 1)")
+  _require(
+    math.isfinite(o.weight_decay) and o.weight_decay >= 0,
+    f"config.optimizer.weight_decay={o.weight_decay}: expected >= 0",
+  )
+  _require(
+    math.isfinite(o.eps) and o.eps > 0,
+    f"config.optimizer.eps={o.eps}: expected > 0 (Adam divides by sqrt(v) + eps)",
+  )
   _require(
     0.0 <= o.end_factor <= 1.0, f"config.optimizer.end_factor={o.end_factor}: expected [0, 1]"
   )
@@ -499,8 +540,19 @@ def _validate_wsd(config: ml_collections.ConfigDict) -> None:
 
 
 def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
-  """The frozen ModelConfig for `config.model`."""
-  return ModelConfig(**config.model.to_dict())
+  """The frozen ModelConfig for `config.model`.
+
+  `model.prefix_attention=''` (auto) resolves as SeqIO picks its converter: a decoder that reads
+  task 'inputs' (a prefix LM, or prompt -> completion fine-tuning) attends over them
+  bidirectionally; one trained on targets alone (a causal LM) stays causal everywhere, also
+  when `score()` later feeds it prompt + completion.
+  """
+  values = config.model.to_dict()
+  if not values.get("prefix_attention"):
+    reads_inputs = "inputs" in dict(config.data.feature_lengths)
+    prefix = values["family"] == "decoder" and reads_inputs and not values.get("head")
+    values["prefix_attention"] = "bidirectional" if prefix else "causal"
+  return ModelConfig(**values)
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

@@ -249,6 +249,10 @@ def beam_search(
 ) -> tuple[jax.Array, jax.Array]:
   """Beam search as T5X: the best `num_beams` finished sequences by logp / brevity_penalty.
 
+  The penalty's length is T5X's `cur_index + 1`, the length of the whole sequence: a decoder-only
+  prompt counts; an encoder-decoder counts its generated tokens only. A row where no beam emits
+  EOS returns its best live beam scored by its raw log-probability (T5X's `live_logprobs`).
+
   Same inputs as `generate_tokens`. Returns (tokens [batch, max_new_tokens], scores [batch]):
   the best finished beam per row (EOS included, 0 after), or the best alive one if no beam
   finished within `max_new_tokens`.
@@ -284,8 +288,9 @@ def beam_search(
     seqs = gather_beams(state.alive, from_beam)  # [batch, 2k, total]
     seqs = jax.lax.dynamic_update_index_in_dim(seqs, token, position, axis=2)
     is_eos = token == eos_id
-    length = position - starts + 1  # generated tokens, this one included
-    penalty = brevity_penalty(alpha, length)[:, None]
+    # T5X's `brevity_penalty(alpha, cur_index + 1)`: the length in the whole decoded sequence,
+    # so a decoder-only prompt counts (the position of this token; index 0 is BOS).
+    penalty = brevity_penalty(alpha, jnp.full((batch,), position))[:, None]
     new_finished_score = jnp.where(is_eos, scores / penalty, NEG_INF)
     pool_score = jnp.concatenate([state.finished_score, new_finished_score], axis=1)
     pool = jnp.concatenate([state.finished, seqs], axis=1)
@@ -312,9 +317,9 @@ def beam_search(
   alive, alive_logp = final.alive, final.alive_logp
   finished, finished_score = final.finished, final.finished_score
   any_finished = finished_score[:, 0] > NEG_INF / 2
-  alive_score = alive_logp / brevity_penalty(alpha, jnp.full((batch,), max_new_tokens))[:, None]
   best = jnp.where(any_finished[:, None], finished[:, 0], alive[:, 0])
-  score = jnp.where(any_finished, finished_score[:, 0], alive_score[:, 0])
+  # As T5X: a row with no finished beam returns its best live beam with its raw log-probability.
+  score = jnp.where(any_finished, finished_score[:, 0], alive_logp[:, 0])
   return _generated(best, starts, max_new_tokens), score
 
 

@@ -17,6 +17,7 @@ feature length (one compile).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,24 @@ from t5x_lite.training.setup import RunSetup
 
 class InferenceError(ValueError):
   """The request does not fit the model (wrong family, empty text, unknown option)."""
+
+
+def check_generation_options(
+  max_new_tokens: int, temperature: float, top_k: int, top_p: float, num_beams: int, alpha: float
+) -> None:
+  """InferenceError naming the first decoding option out of its range (the CLI's flag names)."""
+  checks = [
+    (max_new_tokens >= 1, f"--max-new-tokens {max_new_tokens}: expected >= 1"),
+    (math.isfinite(temperature) and temperature >= 0,
+     f"--temperature {temperature}: expected >= 0 (0 = greedy)"),
+    (top_k >= 0, f"--top-k {top_k}: expected >= 0 (0 = no top-k filter)"),
+    (0.0 < top_p <= 1.0, f"--top-p {top_p}: expected in (0, 1] (1 = no nucleus filter)"),
+    (num_beams >= 1, f"--num-beams {num_beams}: expected >= 1 (1 = no beam search)"),
+    (math.isfinite(alpha) and alpha >= 0, f"--alpha {alpha}: expected >= 0 (length penalty)"),
+  ]  # fmt: skip
+  for ok, message in checks:
+    if not ok:
+      raise InferenceError(message)
 
 
 class LoadedModel:
@@ -156,6 +175,7 @@ class LoadedModel:
         f"{self.workdir} holds an {'classifier' if self.head else 'encoder (BERT-style)'} "
         "model, which does not generate text; use `t5x-lite embed` or `predict`"
       )
+    check_generation_options(max_new_tokens, temperature, top_k, top_p, num_beams, alpha)
     if isinstance(prompts, str):
       prompts = [prompts]
     try:
@@ -169,7 +189,12 @@ class LoadedModel:
 
   def score(self, inputs: Sequence[str], targets: Sequence[str] | None = None) -> np.ndarray:
     """[n] log-likelihoods: of each target given its input (decoder: prompt -> completion;
-    encoder-decoder: input -> target), or of each text (decoder, targets=None; EOS included)."""
+    encoder-decoder: input -> target), or of each text (decoder, targets=None).
+
+    The scored sequence ends with its EOS token, as T5X's `score_batch` scores its targets: the
+    result is log p(target + EOS | input), the probability that the model emits exactly this
+    target and then stops (subtract nothing to compare with T5X; it is lower than the
+    log-likelihood of the target's tokens alone by log p(EOS | input, target))."""
     if not self.model.generative:
       raise InferenceError("score needs a generative model (decoder or encoder-decoder)")
     if isinstance(inputs, str):

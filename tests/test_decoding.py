@@ -105,8 +105,41 @@ def test_beam_search_cache_matches_recomputation_and_beats_greedy(family):
   greedy_scores = _sequence_logp(model, params, prompts, lengths, jnp.asarray(_greedy(family)))
   beam_logp = _sequence_logp(model, params, prompts, lengths, tokens)
   assert (beam_logp >= greedy_scores - 1e-4).all()
-  penalty = ((5.0 + NEW) / 6.0) ** 0.6
-  np.testing.assert_allclose(np.asarray(scores), beam_logp / penalty, rtol=1e-4)
+  # No beam emits EOS (eos_id=-1): T5X returns the best live beam's raw log-probability.
+  np.testing.assert_allclose(np.asarray(scores), beam_logp, rtol=1e-4)
+
+
+def test_beam_search_penalty_counts_a_decoder_prompt_as_t5x(family):
+  """A finished beam scores logp / ((5 + L) / 6)^alpha with T5X's L = cur_index + 1: the prompt
+  plus the generated tokens (EOS included) for a decoder, the generated tokens for T5."""
+  model, params, prompts, lengths = family
+  free, _ = decoding.beam_search(
+    model, params, prompts, lengths, num_beams=4, max_new_tokens=NEW, alpha=0.6, eos_id=-1
+  )
+  eos = int(np.asarray(free)[0, 2])  # a token the search emits in row 0
+  tokens, scores = decoding.beam_search(
+    model, params, prompts, lengths, num_beams=4, max_new_tokens=NEW, alpha=0.6, eos_id=eos
+  )
+  tokens, scores = np.asarray(tokens), np.asarray(scores)
+  logp = _sequence_logp(model, params, prompts, lengths, tokens)
+  decoder = model.config.family == "decoder"
+  checked = 0
+  for row in range(tokens.shape[0]):
+    if eos not in tokens[row].tolist():
+      np.testing.assert_allclose(scores[row], logp[row], rtol=1e-4)  # unfinished: raw
+      continue
+    generated = tokens[row].tolist().index(eos) + 1
+    row_logp = _sequence_logp(
+      model,
+      params,
+      prompts[row : row + 1],
+      lengths[row : row + 1],
+      tokens[row : row + 1, :generated],
+    )[0]
+    length = generated + (int(lengths[row]) if decoder else 0)
+    np.testing.assert_allclose(scores[row], row_logp / ((5.0 + length) / 6.0) ** 0.6, rtol=1e-4)
+    checked += 1
+  assert checked >= 1
 
 
 def _sequence_logp(model, params, prompts, lengths, generated):

@@ -162,8 +162,9 @@ def test_eval_is_deterministic_and_equals_the_loop(runs):
   second = evaluate_checkpoint(workdir, write=False)
   assert first == second
   loop_eval = runs["finetuned"]["eval"]
-  for name in ("loss", "accuracy", "perplexity"):
+  for name in ("loss", "accuracy"):
     assert first[name] == pytest.approx(loop_eval[name], rel=1e-6, abs=1e-7), name
+  assert "perplexity" not in first  # a classifier's loss is not a language model's
   # The task's metric functions see the same 128 examples: percent accuracy agrees.
   assert first["num_examples"] == 128
   assert first["task/accuracy"] == pytest.approx(100 * first["accuracy"])
@@ -277,6 +278,10 @@ def test_gpt_classification_loss_adds_exactly_lambda_times_lm_loss():
   config = config_lib.get_config("gpt.py:tiny")
   with config.unlocked():
     config.model.update(d_model=32, num_heads=2, d_ff=64, head="classification", num_labels=3)
+  assert config.model.lm_loss_weight == 0.5  # the GPT paper's λ is the default
+  assert config_lib.model_config(config).lm_loss_weight == 0.5
+  with config.unlocked():
+    config.model.lm_loss_weight = 0.0  # λ = 0 stays available: the classification loss alone
   model = build_model(config_lib.model_config(config))
   batch = _decoder_classifier_batch(model, 1024)
   # Packed: four examples in fewer rows, each labelled at its last token.

@@ -132,7 +132,10 @@ class DecoderFeatureConverter(FeatureConverter):
   """GPT (causal LM) and decoder-only prefix LM.
 
   With task feature 'inputs', each sequence is inputs + targets and the inputs get loss weight 0
-  (prefix LM); the model length is then inputs_length + targets_length.
+  (prefix LM); the model length is then inputs_length + targets_length. A prefix LM also gets
+  SeqIO's `decoder_causal_attention`: 1 on the inputs' positions + 1 (the position that reads
+  the last input token and predicts the first target), where the model attends bidirectionally
+  (T5X `make_decoder_mask`).
   """
 
   def model_feature_lengths(self, task_feature_lengths):
@@ -144,12 +147,22 @@ class DecoderFeatureConverter(FeatureConverter):
     length = self.model_feature_lengths(task_feature_lengths)["decoder"]
     targets = examples["targets"]
     weights = Ragged(np.ones(len(targets.values), np.float32), targets.lengths)
+    prefix = None
     if "inputs" in examples and "inputs" in task_feature_lengths:
       inputs = examples["inputs"]
       tokens = concat_rows([inputs, targets])
       weights = concat_rows(
         [Ragged(np.zeros(len(inputs.values), np.float32), inputs.lengths), weights]
       )
+      first_target = np.zeros(len(targets.values), np.int32)
+      first_target[targets.offsets[:-1][targets.lengths > 0]] = 1
+      prefix = concat_rows(
+        [
+          Ragged(np.ones(len(inputs.values), np.int32), inputs.lengths),
+          Ragged(first_target, targets.lengths),
+        ]
+      )
+      prefix = truncate(prefix, length)
     else:
       tokens = targets
     tokens, weights = truncate(tokens, length), truncate(weights, length)
@@ -162,6 +175,8 @@ class DecoderFeatureConverter(FeatureConverter):
       "decoder_segment_ids": writer.segment_ids(),
       "decoder_positions": writer.positions(),
     }
+    if prefix is not None:
+      features["decoder_causal_attention"] = writer.write(prefix.values, np.int32)
     return _shuffle_rows(features, shuffle_key)
 
 

@@ -15,7 +15,7 @@ import concurrent.futures
 import logging
 import os
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import grain
@@ -164,8 +164,11 @@ class TaskStream:
     shard_index: int = 0,
     shard_count: int = 1,
     documents_per_block: int | None = None,
+    repeat: bool = True,
   ):
-    """`documents_per_block`: None sizes blocks from the corpus (`blocks_size_for`)."""
+    """`documents_per_block`: None sizes blocks from the corpus (`blocks_size_for`).
+    `repeat=False`: one pass over the split in stored order (no shuffle), `num_blocks` blocks:
+    evaluation sees each example exactly once."""
     if not 0 <= shard_index < shard_count:
       raise ValueError(f"shard_index={shard_index} is not in [0, shard_count={shard_count})")
     self.task = task
@@ -178,9 +181,12 @@ class TaskStream:
     self.documents_per_block = documents_per_block or block_size_for(
       documents, max(self.feature_lengths.values())
     )
-    stream = grain.MapDataset.source(documents).shuffle(seed=self.task_seed).repeat()
+    stream = grain.MapDataset.source(documents)
+    if repeat:
+      stream = stream.shuffle(seed=self.task_seed).repeat()
     self.documents = stream[shard_index::shard_count]  # this host's share, in stream order
     self._blocks = self.documents.batch(self.documents_per_block, batch_fn=list)
+    self.num_blocks = None if repeat else len(self._blocks)
     feature_vocabulary = next(
       (f.vocabulary for f in task.output_features.values() if f.vocabulary is not None), None
     )
@@ -408,3 +414,42 @@ def make_iterator(
     config, vocabulary, feature_converter, split, shard_index, shard_count
   )
   return DataIterator(streams, rates, batch_size, num_workers=int(config.data.num_workers))
+
+
+def validation_batches(
+  config,
+  vocabulary: Vocabulary,
+  feature_converter: FeatureConverter,
+  batch_size: int,
+  shard_index: int = 0,
+  shard_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
+  """Every validation example of this shard exactly once, in batches of `batch_size` rows.
+
+  The tasks of config.data.eval_task (or task) one after the other, each split in stored order
+  (no shuffle, no repeat); the last batch is filled with all-zero rows (segment 0, weight 0),
+  which no metric counts. Unlike `make_iterator`, the iterator ends.
+  """
+  tasks, _ = resolve_tasks(config, "validation")
+  pending: list[dict[str, np.ndarray]] = []
+  rows = 0
+  for task in tasks:
+    stream = TaskStream(
+      task, "validation", vocabulary, feature_converter, dict(config.data.feature_lengths),
+      seed=int(config.data.seed), shard_index=shard_index, shard_count=shard_count, repeat=False,
+    )  # fmt: skip
+    for index in range(stream.num_blocks):
+      block = stream.block(index)
+      pending.append(block)
+      rows += len(next(iter(block.values())))
+      while rows >= batch_size:
+        merged = {k: np.concatenate([b[k] for b in pending]) for k in pending[0]}
+        yield {k: v[:batch_size] for k, v in merged.items()}
+        pending = [{k: v[batch_size:] for k, v in merged.items()}]
+        rows -= batch_size
+  if rows:
+    merged = {k: np.concatenate([b[k] for b in pending]) for k in pending[0]}
+    yield {
+      k: np.concatenate([v, np.zeros((batch_size - rows,) + v.shape[1:], v.dtype)])
+      for k, v in merged.items()
+    }

@@ -232,7 +232,14 @@ def import_task_modules(modules: Sequence[str] = ()) -> None:
       spec = importlib.util.spec_from_file_location(name, path)
       loaded = importlib.util.module_from_spec(spec)
       sys.modules[name] = loaded
-      spec.loader.exec_module(loaded)
+      try:
+        spec.loader.exec_module(loaded)
+      except Exception as e:  # noqa: BLE001 (the user's file: one line naming it)
+        del sys.modules[name]
+        where = f" (line {e.lineno})" if isinstance(e, SyntaxError) else ""
+        raise RegistryError(
+          f"config.data.task_modules: registry file {module}{where} raised {type(e).__name__}: {e}"
+        ) from e
       _imported_paths[path] = name
     else:
       try:
@@ -241,4 +248,10 @@ def import_task_modules(modules: Sequence[str] = ()) -> None:
         raise RegistryError(
           f"config.data.task_modules: cannot import {module!r} ({e}); give an importable "
           "module name or a path to a .py file"
+        ) from e
+      except RegistryError:
+        raise
+      except Exception as e:  # noqa: BLE001 (the user's module: one line naming it)
+        raise RegistryError(
+          f"config.data.task_modules: module {module!r} raised {type(e).__name__}: {e}"
         ) from e

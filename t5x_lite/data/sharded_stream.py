@@ -7,6 +7,7 @@ Logical shards make the global stream independent of the number of processes: sh
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -79,3 +80,41 @@ class HostBatchStream:
   def set_state(self, states: dict[int, Any]) -> None:
     for k, state in states.items():
       self.iterators[int(k)].set_state(state)
+
+
+def host_validation_batches(
+  config,
+  vocabulary: Vocabulary,
+  feature_converter: FeatureConverter,
+  *,
+  num_shards: int,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
+  """This host's part of each global validation batch, every example exactly once.
+
+  The host's logical shards as in `HostBatchStream`, each a `pipeline.validation_batches` pass;
+  a shard that runs out first contributes all-zero rows (weight 0) until the longest ends.
+  Hosts of a multi-process run must see the same number of batches: their shards are the
+  same size to within one block, so this holds when the split divides evenly (not enforced).
+  """
+  per_process = num_shards // process_count
+  shards = range(process_index * per_process, (process_index + 1) * per_process)
+  rows = config.train.batch_size // num_shards
+  iterators = [
+    pipeline.validation_batches(config, vocabulary, feature_converter, rows, k, num_shards)
+    for k in shards
+  ]
+  template = None
+  while True:
+    parts = [next(it, None) for it in iterators]
+    if all(p is None for p in parts):
+      return
+    template = template or next(p for p in parts if p is not None)
+    parts = [
+      p if p is not None else {k: np.zeros_like(v) for k, v in template.items()} for p in parts
+    ]
+    if len(parts) == 1:
+      yield parts[0]
+    else:
+      yield {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}

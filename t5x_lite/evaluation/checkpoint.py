@@ -27,8 +27,10 @@ from typing import Any
 import jax
 
 from t5x_lite import checkpoints, reporting
+from t5x_lite import config as config_lib
 from t5x_lite.data import pipeline
-from t5x_lite.data.sharded_stream import HostBatchStream
+from t5x_lite.data.sharded_stream import host_validation_batches
+from t5x_lite.errors import ConfigError
 from t5x_lite.evaluation import evaluator
 from t5x_lite.training.setup import RunSetup
 
@@ -39,28 +41,37 @@ def evaluate_checkpoint(
   task: str | None = None,
   num_batches: int | None = None,
   *,
+  overrides: Sequence[tuple[str, str]] = (),
   devices: Sequence[Any] | None = None,
   write: bool = True,
 ) -> dict[str, Any]:
   """Evaluates a checkpoint of `workdir` (latest, or `step`) on `task`'s validation split
-  (default: the run's eval task) over `num_batches` batches (default: train.eval_steps)."""
+  (default: the run's eval task), each example once, or its first `num_batches` batches when
+  positive (default: train.eval_steps; 0 = the whole split).
+
+  `overrides`: (key, value) pairs as `--config.KEY=VALUE` on the run's saved config, type-checked
+  and validated as for `train` (e.g. the feature lengths of another task)."""
   checkpointer = checkpoints.open_existing(workdir)
   step = checkpointer.check_step(step)
   config = checkpointer.restore_config(step)
+  for key, value in overrides:
+    config_lib.apply_override(config, key, value)
   if task:
     with config.unlocked():
       config.data.eval_task = task
+  if overrides or task:
+    config_lib.validate(config)
   task_name = config.data.eval_task or config.data.task
-  num_batches = int(num_batches or config.train.eval_steps)
-  if num_batches <= 0:
-    raise ValueError(f"--num-batches {num_batches}: expected a positive number of batches")
+  num_batches = int(config.train.eval_steps if num_batches is None else num_batches)
+  if num_batches < 0:
+    raise ConfigError(f"--num-batches {num_batches}: expected >= 0 (0 = the whole split)")
 
   # The training loop's mesh, shardings, data shards and jitted eval step.
   setup = RunSetup.create(config, devices)
   vocabulary = pipeline.get_vocabulary(config, workdir)
   make_stream = functools.partial(
-    HostBatchStream, config, vocabulary, setup.model.feature_converter(config.data.pack),
-    split="validation", num_shards=config.data.num_shards or jax.process_count(),
+    host_validation_batches, config, vocabulary, setup.model.feature_converter(config.data.pack),
+    num_shards=config.data.num_shards or jax.process_count(),
     process_index=jax.process_index(), process_count=jax.process_count(),
   )  # fmt: skip
   params = setup.restore_params(checkpointer, step)

@@ -1,9 +1,10 @@
 """Evaluation over a held-out stream: the loop's summed metrics, and the task's own metrics.
 
-evaluate(eval_step, params, config, make_stream, batch_sharding, num_batches)
-    loss, perplexity, accuracy, ... summed as (numerator, denominator) over `num_batches`
-    batches of a fresh (deterministic) stream: used by the training loop at every evaluation
-    and by `evaluate_checkpoint`, so their numbers agree.
+evaluate(eval_step, params, config, make_batches, batch_sharding, num_batches)
+    loss, perplexity, accuracy, ... summed as (numerator, denominator) over the validation split,
+    each example exactly once (`make_batches()` is a finite pass, padded with weight-0 rows),
+    or its first `num_batches` batches when that is positive (and said so): used by the
+    training loop at every evaluation and by `evaluate_checkpoint`, so their numbers agree.
 task_metric_results(model, params, config, vocabulary, make_stream, num_batches, task_name)
     the Task's metric functions (`Task.metric_fns`, seqio's fn(targets, predictions)) on its
     predictions: label names for classifiers, greedy decodings for generative models.
@@ -12,27 +13,57 @@ task_metric_results(model, params, config, vocabulary, make_stream, num_batches,
 from __future__ import annotations
 
 import functools
+import itertools
+import logging
+import sys
 
 import jax
 import numpy as np
 
 from t5x_lite import decoding, partitioning
 from t5x_lite.data import pipeline
-from t5x_lite.data.sharded_stream import HostBatchStream
+from t5x_lite.data.sharded_stream import host_validation_batches
 from t5x_lite.training import step as step_lib
 
 
+def capped(batches, num_batches: int, what: str = "evaluation"):
+  """`batches` (a finite pass), or its first `num_batches` when positive, with a progress bar on
+  a terminal; says so when the cap leaves batches out."""
+  iterator = iter(batches)
+  if num_batches > 0:
+    head = list(itertools.islice(iterator, num_batches))
+    if next(iterator, None) is not None:
+      logging.info(
+        "%s: the first %d batches of the validation split (train.eval_steps / --num-batches "
+        "caps it; 0 = the whole split)", what, num_batches,
+      )  # fmt: skip
+    iterator = iter(head)
+  if sys.stderr.isatty():
+    from tqdm import tqdm  # noqa: PLC0415 (progress bar on a terminal only)
+
+    iterator = tqdm(iterator, desc=what, unit="batch", leave=False)
+  return iterator
+
+
 def evaluate(
-  eval_step, params, config, make_stream, batch_sharding, num_batches: int
+  eval_step, params, config, make_batches, batch_sharding, num_batches: int
 ) -> dict[str, float]:
-  """Summed metrics over `num_batches` held-out batches from a fresh (deterministic) stream."""
-  stream = make_stream()
+  """Summed metrics over the validation split (each example once) or its first `num_batches`
+  batches; `make_batches()` returns a fresh finite iterator of host batches."""
   total = None
-  for _ in range(num_batches):
-    batch = partitioning.make_global_batch(next(stream), batch_sharding)
+  for host_batch in capped(make_batches(), num_batches):
+    batch = partitioning.make_global_batch(host_batch, batch_sharding)
     total = step_lib.accumulate(total, eval_step(params, batch))
+  if total is None:
+    raise ValueError("the validation split gave no batch: nothing to evaluate")
   results = {name: n / d if d else float("nan") for name, (n, d) in total.items()}
-  if "loss" in results:
+  # Perplexity only of a language-model loss: not of a classifier's loss, and for BERT of the
+  # MLM loss alone (its 'loss' is MLM + NSP; NSP has its own nsp_accuracy).
+  if config.model.head:
+    pass
+  elif "mlm_loss" in results:
+    results["mlm_perplexity"] = float(np.exp(min(results["mlm_loss"], 50.0)))
+  elif "loss" in results:
     results["perplexity"] = float(np.exp(min(results["loss"], 50.0)))
   if not config.model.z_loss:
     results.pop("z_loss", None)
@@ -44,7 +75,7 @@ def evaluate(
 
 
 def task_metric_results(
-  model, params, config, vocabulary, make_stream, num_batches: int, task_name: str
+  model, params, config, vocabulary, make_batches, num_batches: int, task_name: str
 ) -> dict[str, float]:
   """The task's metric functions (accuracy, F1, exact match, ROUGE-L, ...) on its predictions,
   as {'task/<name>': value, 'num_examples': n}; {} when the task has none. Also run by the
@@ -54,7 +85,7 @@ def task_metric_results(
   if not metric_fns:
     return {}
   pairs = _predictions(
-    model, params, config, vocabulary, make_stream, num_batches, getattr(entry, "labels", None)
+    model, params, config, vocabulary, make_batches, num_batches, getattr(entry, "labels", None)
   )
   results = {}
   for fn in metric_fns:
@@ -64,26 +95,25 @@ def task_metric_results(
   return results
 
 
-def _predictions(model, params, config, vocabulary, make_stream, num_batches, labels):
-  """(targets, predictions) over `num_batches` validation batches for the metric functions."""
+def _predictions(model, params, config, vocabulary, make_batches, num_batches, labels):
+  """(targets, predictions) over the validation split (or its first `num_batches` batches)."""
   truth, predicted = [], []
   if config.model.head:
-    stream = make_stream()
-    for _ in range(num_batches):
-      t, p = _classifier_pairs(model, params, next(stream), labels)
+    for batch in capped(make_batches(), num_batches, "task metrics"):
+      t, p = _classifier_pairs(model, params, batch, labels)
       truth += t
       predicted += p
     return truth, predicted
-  # Generation needs one example per row: an unpacked stream of the same split.
-  unpacked = HostBatchStream(
-    config, vocabulary, model.feature_converter(False), split="validation",
+  # Generation needs one example per row: an unpacked pass over the same split.
+  unpacked = host_validation_batches(
+    config, vocabulary, model.feature_converter(False),
     num_shards=config.data.num_shards or 1, process_index=jax.process_index(),
     process_count=jax.process_count(),
   )  # fmt: skip
   lengths = dict(config.data.feature_lengths)
   max_new = int(lengths.get("targets", max(lengths.values())))
-  for _ in range(num_batches):
-    t, p = _generation_pairs(model, params, next(unpacked), vocabulary, max_new)
+  for batch in capped(unpacked, num_batches, "task metrics"):
+    t, p = _generation_pairs(model, params, batch, vocabulary, max_new)
     truth += t
     predicted += p
   return truth, predicted

@@ -56,7 +56,13 @@ class ModelConfig:
   label_smoothing: float = 0.0  # label smoothing of the cross-entropy
   head: str = ""  # fine-tuning head: '' (pre-training) | 'classification' | 'token_classification'
   num_labels: int = 0  # classes of the fine-tuning head
-  lm_loss_weight: float = 0.0  # decoder classification: loss = L2 + lm_loss_weight · L1 (LM loss)
+  # Decoder classification: loss = L2 + lm_loss_weight · L1 (the LM loss on the same inputs);
+  # 0.5 as in the GPT paper (Radford et al. 2018, §3.2); 0 turns the auxiliary LM loss off.
+  lm_loss_weight: float = 0.5
+  # Decoder-only prefix LM: 'bidirectional' (T5 / SeqIO `decoder_causal_attention`: the inputs
+  # attend to each other both ways) | 'causal' (every position attends to earlier ones only) |
+  # '' (config.model_config decides: bidirectional when the task feeds 'inputs').
+  prefix_attention: str = ""
   # Switches the shared layers read (never the family name); '' = the family's own default,
   # filled in by the family's model class (models/decoder.py, encoder.py, encoder_decoder.py).
   init_scheme: str = ""  # 'gpt2' (normal 0.02, residual projections / sqrt(2L)) | 'bert' | 't5'

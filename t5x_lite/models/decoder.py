@@ -44,10 +44,13 @@ class DecoderLM(nn.Module):
     decoder_input_tokens: Array,
     decoder_segment_ids: Array | None = None,
     decoder_positions: Array | None = None,
+    decoder_causal_attention: Array | None = None,
     *,
     deterministic: bool = True,
     decode: bool = False,
   ) -> Array:
+    """`decoder_causal_attention` [batch, length]: 1 on a prefix LM's inputs (+ 1), which then
+    attend bidirectionally (SeqIO / T5X); None = causal everywhere."""
     config = self.config
     dtype = layers.compute_dtype(config)
     inits = layers.initializers(config)
@@ -71,8 +74,9 @@ class DecoderLM(nn.Module):
     x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
 
     x = Stack(config, config.num_layers, causal=True, name="decoder")(
-      x, decoder_segment_ids, decoder_positions, deterministic=deterministic, decode=decode
-    )
+      x, decoder_segment_ids, decoder_positions, deterministic=deterministic, decode=decode,
+      causal_attention=decoder_causal_attention,
+    )  # fmt: skip
     if config.tie_embeddings:
       logits = embed.attend(x)
     else:
@@ -124,11 +128,16 @@ class DecoderModel(base.TargetsLMModel):
     tokens = batch["decoder_input_tokens"]
     # Unpacked batches: the target tokens mark padding (the input starts with 0 = BOS).
     targets = batch.get("decoder_target_tokens", tokens)
-    return dict(
+    inputs = dict(
       decoder_input_tokens=tokens,
       decoder_segment_ids=base.segment_ids_or_default(batch, "decoder", targets),
       decoder_positions=base.positions_or_default(batch, "decoder", tokens),
     )
+    # A prefix LM's batch marks its inputs (SeqIO's decoder_causal_attention); the model attends
+    # over them bidirectionally unless `model.prefix_attention == 'causal'`.
+    if "decoder_causal_attention" in batch and self.config.prefix_attention == "bidirectional":
+      inputs["decoder_causal_attention"] = batch["decoder_causal_attention"]
+    return inputs
 
   # --- decoding -------------------------------------------------------------------------------
 

@@ -307,17 +307,29 @@ def apply_rope(x: Array, positions: Array, max_wavelength: float = 10_000.0) -> 
 # Attention and MLP.
 
 
-def attention_bias(query_segment_ids: Array, key_segment_ids: Array, causal: bool) -> Array:
+def attention_bias(
+  query_segment_ids: Array,
+  key_segment_ids: Array,
+  causal: bool,
+  causal_attention: Array | None = None,
+) -> Array:
   """Additive float32 bias [batch, 1, q_len, k_len]: 0 where a query may attend, else -1e10.
 
   A query attends to keys of its own segment only (packed documents never see each other);
-  segment id 0 is padding and is never attended to. `causal` adds key index <= query index.
+  segment id 0 is padding and is never attended to. `causal` adds key index <= query index,
+  except between two positions where `causal_attention` [batch, length] (self-attention only)
+  is 1: a prefix LM's inputs attend to each other in both directions (T5X `make_decoder_mask`
+  with SeqIO's `decoder_causal_attention`).
   """
   mask = query_segment_ids[:, :, None] == key_segment_ids[:, None, :]
   mask &= (key_segment_ids > 0)[:, None, :]
   if causal:
     q_len, k_len = query_segment_ids.shape[1], key_segment_ids.shape[1]
-    mask &= (jnp.arange(q_len)[:, None] >= jnp.arange(k_len)[None, :])[None]
+    allowed = (jnp.arange(q_len)[:, None] >= jnp.arange(k_len)[None, :])[None]
+    if causal_attention is not None:
+      prefix = causal_attention > 0
+      allowed = allowed | (prefix[:, :, None] & prefix[:, None, :])
+    mask &= allowed
   return jnp.where(mask, 0.0, MASK_VALUE).astype(jnp.float32)[:, None]
 
 

@@ -119,8 +119,11 @@ class Stack(nn.Module):
     *,
     deterministic: bool = True,
     decode: bool = False,
+    causal_attention: Array | None = None,
   ) -> Array:
     """x [batch, length, embed], segment_ids [batch, length] -> [batch, length, embed].
+
+    `causal_attention` [batch, length]: 1 on a prefix LM's inputs (+ 1), attended both ways.
 
     In decode mode the causal/cache mask comes from the KV cache (see layers.MultiHeadAttention)
     and `positions` [batch, n] are the positions of the n new tokens.
@@ -134,7 +137,7 @@ class Stack(nn.Module):
     if decoding:
       self_bias = None  # the attention layers mask by cache index
     else:
-      self_bias = layers.attention_bias(segment_ids, segment_ids, self.causal)
+      self_bias = layers.attention_bias(segment_ids, segment_ids, self.causal, causal_attention)
     if config.position == "relative":
       key_length = decode_length.value.shape[0] if decode else x.shape[1]
       query_positions = positions if decoding else jnp.arange(x.shape[1])[None]

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from t5x_lite import checkpoints, decoding, reporting
@@ -63,6 +64,35 @@ class StopOnNonfinite:
       f"non-finite loss or gradient at step {step}; stopping "
       f"(config.train.nonfinite='stop'). The update was not applied; the last "
       f"checkpoint is step {self.checkpointer.latest_step()}"
+    )
+    return StopReason.NONFINITE
+
+
+class GiveUpOnSkips:
+  """`train.nonfinite='skip'`: gives up after `patience` consecutive skipped (non-finite) steps,
+  instead of "training" on with every update refused. The count stays on device; it is read
+  every `check_every` steps, so the run stops at most that many steps after the limit."""
+
+  def __init__(self, patience: int, checkpointer: checkpoints.Checkpointer, check_every: int = 10):
+    self.patience, self.check_every = patience, max(1, check_every)
+    self.checkpointer = checkpointer
+    self.consecutive = None
+    self.message = ""
+
+  def __call__(self, step: int, state: Any, metrics: dict) -> StopReason | None:
+    del state
+    finite = metrics["finite"][0] > 0
+    previous = 0 if self.consecutive is None else self.consecutive
+    self.consecutive = jnp.where(finite, 0, previous + 1)
+    if step % self.check_every:
+      return None
+    count = int(jax.device_get(self.consecutive))
+    if count < self.patience:
+      return None
+    self.message = (
+      f"{count} consecutive non-finite steps up to step {step} (every update refused): giving "
+      f"up (train.nonfinite='skip', train.max_consecutive_skips={self.patience}). No non-finite "
+      f"update was applied; the last checkpoint is step {self.checkpointer.latest_step()}"
     )
     return StopReason.NONFINITE
 

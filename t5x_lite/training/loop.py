@@ -22,7 +22,7 @@ from jax.experimental import multihost_utils
 from t5x_lite import checkpoints, reporting
 from t5x_lite import config as config_lib
 from t5x_lite.data import pipeline
-from t5x_lite.data.sharded_stream import HostBatchStream
+from t5x_lite.data.sharded_stream import HostBatchStream, host_validation_batches
 from t5x_lite.evaluation import evaluator, harness
 from t5x_lite.training import branch as branch_lib
 from t5x_lite.training import hooks as hooks_lib
@@ -48,6 +48,8 @@ def train_and_evaluate(
   devices = list(devices) if devices is not None else jax.devices()
   config_lib.validate(config, num_devices=len(devices))
   _check_workdir(workdir)
+  # Signals from here on stop the run cleanly (a SIGTERM while compiling exits 0, not 143).
+  preemption = Preemption().install()
   is_main = jax.process_index() == 0
   train = config.train
 
@@ -71,8 +73,10 @@ def train_and_evaluate(
   num_shards = config.data.num_shards or jax.process_count()
   saved_data = None
   if resume_step is not None:
-    saved_data = checkpointer.restore_config(resume_step).data
+    saved_config = checkpointer.restore_config(resume_step)
+    saved_data = saved_config.data
     num_shards = saved_data.num_shards or num_shards
+    _warn_on_schedule_change(saved_config, config, resume_step)
   branch = None  # a decay branch starts from another run's checkpoint (training/branch.py)
   if resume_step is None and train.branch_from:
     branch = branch_lib.open_parent(config, workdir)
@@ -100,7 +104,10 @@ def train_and_evaluate(
     process_index=jax.process_index(), process_count=jax.process_count(),
   )  # fmt: skip
   train_stream = make_stream(split="train")
-  make_eval_stream = functools.partial(make_stream, split="validation")
+  make_eval_stream = functools.partial(
+    host_validation_batches, config, vocabulary, converter, num_shards=num_shards,
+    process_index=jax.process_index(), process_count=jax.process_count(),
+  )  # fmt: skip
   logging.info(
     "process %d reads data shards %s of %d", jax.process_index(), train_stream.shards, num_shards
   )
@@ -163,9 +170,13 @@ def train_and_evaluate(
   profiler = observability.ProfileHook(train.profile_steps, workdir)
   progress = _progress(config, setup, int(jax.device_get(state.step)), is_main, len(devices))
   step = int(jax.device_get(state.step))
-  with Preemption() as preemption, setup.use_mesh():
+  with preemption, setup.use_mesh():
     after_step = hooks_lib.Hooks(
-      ([hooks_lib.StopOnNonfinite(checkpointer)] if train.nonfinite == "stop" else [])
+      (
+        [hooks_lib.StopOnNonfinite(checkpointer)]
+        if train.nonfinite == "stop"
+        else [hooks_lib.GiveUpOnSkips(train.max_consecutive_skips, checkpointer, train.log_every)]
+      )
       + [
         hooks_lib.LogMetrics(train.log_every, train.steps, writer, progress, config.model.z_loss),
         hooks_lib.Evaluate(train.eval_every, train.steps, run_eval, writer, progress),
@@ -173,8 +184,8 @@ def train_and_evaluate(
         hooks_lib.StopOnPreemption(preemption),
       ]
     )
-    reason = StopReason.COMPLETED
-    while step < train.steps:
+    reason = StopReason.PREEMPTED if preemption.requested else StopReason.COMPLETED
+    while step < train.steps and reason is StopReason.COMPLETED:
       batch = setup.global_batch(next(train_stream))
       with profiler.step(step + 1):
         state, step_metrics = train_step(state, batch, dropout_rng)
@@ -192,7 +203,7 @@ def train_and_evaluate(
     progress.close()
     if reason is not StopReason.COMPLETED:
       writer.close()
-      logging.warning(after_step.message)
+      logging.warning(after_step.message or f"stopped by a signal at step {step}")
       if reason is StopReason.PREEMPTED:
         return {"step": step, "preempted": True}
       raise TrainingError(after_step.message)
@@ -209,6 +220,25 @@ def train_and_evaluate(
   return result
 
 
+def _warn_on_schedule_change(saved, config, resume_step: int) -> None:
+  """Resuming with another train.steps moves a decay that runs "until the end" (decay_steps=0):
+  the steps still to run get other learning rates than the original run planned. Say so."""
+  old_steps, new_steps = int(saved.train.steps), int(config.train.steps)
+  opt = config.optimizer
+  if old_steps == new_steps or opt.decay == "constant" or int(opt.decay_steps) != 0:
+    return
+  if int(saved.optimizer.decay_steps) != 0:
+    return
+  warmup = int(opt.warmup_steps)
+  logging.warning(
+    "resuming at step %d with train.steps=%d (the run was started with %d): the %s decay now "
+    "ends at step %d instead of %d, so the learning rate from step %d on differs from the "
+    "original plan; to keep it, add --config.optimizer.decay_steps=%d",
+    resume_step, new_steps, old_steps, opt.decay, new_steps, old_steps, resume_step + 1,
+    max(1, old_steps - warmup),
+  )  # fmt: skip
+
+
 def _check_workdir(workdir: str) -> None:
   if "://" in workdir:  # gs:// and friends: Orbax and the writers handle them
     return
@@ -220,6 +250,13 @@ def _check_workdir(workdir: str) -> None:
     os.remove(probe)
   except OSError as e:
     raise TrainingError(f"workdir {workdir!r} is not writable: {e.strerror or e}") from e
+  # Folders the run writes later: a file in their place would fail only at the first save.
+  for folder in ("checkpoints", "vocab", "eval"):
+    path = os.path.join(workdir, folder)
+    if os.path.exists(path) and not os.path.isdir(path):
+      raise TrainingError(
+        f"{path} is a file, but the run keeps its {folder} there: move it or use another workdir"
+      )
 
 
 def _vocabulary(config: ml_collections.ConfigDict, workdir: str, is_main: bool):

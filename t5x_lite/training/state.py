@@ -50,19 +50,28 @@ def state_shardings(
   abstract_opt_state = jax.eval_shape(optimizer.init, abstract_params)
   replicated = NamedSharding(mesh, P())
 
-  def follow_param(leaf, param, sharding):
-    if hasattr(leaf, "shape") and leaf.shape == param.shape:
-      return sharding
+  # An optimizer-state leaf follows the parameter whose key path ends its own path (Adam's
+  # `mu['decoder']['wte']` ends in the param path `['decoder']['wte']`) when the shapes agree.
+  # Matching on paths (not `optax.tree_map_params`) also works for `multi_transform` (frozen
+  # groups), whose inner states hold masked copies of the params tree.
+  by_path = {
+    tuple(path): (param.shape, sharding)
+    for (path, param), sharding in zip(
+      jax.tree_util.tree_flatten_with_path(abstract_params)[0],
+      jax.tree_util.tree_leaves(param_shardings),
+      strict=True,
+    )
+  }
+
+  def follow_param(path, leaf):
+    for start in range(len(path)):
+      hit = by_path.get(tuple(path[start:]))
+      if hit is not None:
+        shape, sharding = hit
+        return sharding if getattr(leaf, "shape", None) == shape else replicated
     return replicated
 
-  opt_shardings = optax.tree_map_params(
-    optimizer,
-    follow_param,
-    abstract_opt_state,
-    abstract_params,
-    param_shardings,
-    transform_non_params=lambda _: replicated,
-  )
+  opt_shardings = jax.tree_util.tree_map_with_path(follow_param, abstract_opt_state)
   return TrainState(
     step=replicated, params=param_shardings, opt_state=opt_shardings, skipped_steps=replicated
   )

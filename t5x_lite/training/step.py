@@ -97,18 +97,23 @@ def train_step(
   microbatches: int = 1,
   rules: partitioning.Rules = (),
 ) -> tuple[TrainState, dict[str, Any]]:
-  """One optimizer step. A non-finite loss or gradient leaves the state unchanged
+  """One optimizer step. A non-finite loss, gradient or update leaves the state unchanged
   (`skipped_steps` counts it; the loop decides whether to go on or stop)."""
   with nn.logical_axis_rules(rules):
     step_rng = jax.random.fold_in(rng, state.step)
     grads, metrics = compute_gradients(model, state.params, batch, step_rng, microbatches, rules)
     grad_norm = optax.global_norm(grads)
     loss_sum, weight = metrics["loss"]
+    # The update is checked too: a finite gradient can still give a non-finite update
+    # (optimizer.eps=0 with a zero second moment, an infinite learning rate), which must never
+    # reach the params (nor a checkpoint).
+    updates, updated_opt_state = optimizer.update(grads, state.opt_state, state.params)
     finite = jnp.isfinite(loss_sum) & jnp.isfinite(grad_norm)
+    finite &= jnp.isfinite(optax.global_norm(updates))
 
     def apply_update(params, opt_state):
-      updates, new_opt_state = optimizer.update(grads, opt_state, params)
-      return optax.apply_updates(params, updates), new_opt_state
+      del opt_state
+      return optax.apply_updates(params, updates), updated_opt_state
 
     def keep(params, opt_state):
       return params, opt_state

@@ -146,11 +146,21 @@ def tensor_rules(config: ModelConfig) -> list[Rule]:
 
 
 def read_hf_config(hf_dir: str) -> dict:
+  """The directory's config.json as a dict; ConversionError (one line) for what is not."""
+  if not os.path.isdir(hf_dir):
+    what = "is not a directory" if os.path.exists(hf_dir) else "does not exist"
+    raise ConversionError(f"--model {hf_dir} {what} (expected a Hugging Face model directory)")
   path = os.path.join(hf_dir, "config.json")
   if not os.path.exists(path):
     raise ConversionError(f"{hf_dir}: no config.json (expected a Hugging Face model directory)")
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  try:
+    with open(path, encoding="utf-8") as f:
+      config = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ConversionError(f"{path} is not valid JSON: {e}") from None
+  if not isinstance(config, dict):
+    raise ConversionError(f"{path}: expected a JSON object, found {type(config).__name__}")
+  return config
 
 
 def read_safetensors(hf_dir: str) -> dict[str, np.ndarray]:
