@@ -19,10 +19,13 @@ import sys
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from t5x_lite import decoding, partitioning
 from t5x_lite.data import pipeline
 from t5x_lite.data.sharded_stream import host_validation_batches
+from t5x_lite.data.vocabularies import Vocabulary
+from t5x_lite.evaluation import bits_per_byte as bpb
 from t5x_lite.training import step as step_lib
 
 
@@ -46,17 +49,40 @@ def capped(batches, num_batches: int, what: str = "evaluation"):
 
 
 def evaluate(
-  eval_step, params, config, make_batches, batch_sharding, num_batches: int
+  eval_step,
+  params,
+  config,
+  make_batches,
+  batch_sharding,
+  num_batches: int,
+  vocabulary: Vocabulary | None = None,
 ) -> dict[str, float]:
   """Summed metrics over the validation split (each example once) or its first `num_batches`
-  batches; `make_batches()` returns a fresh finite iterator of host batches."""
-  total = None
+  batches; `make_batches()` returns a fresh finite iterator of host batches.
+
+  With `vocabulary`, a language model's results also hold `bits_per_byte` and
+  `bits_per_character` of the target text the scored tokens cover (evaluation/bits_per_byte.py):
+  comparable across vocabularies, unlike the loss.
+  """
+  total, text = None, bpb.TextCount()
   for host_batch in capped(make_batches(), num_batches):
     batch = partitioning.make_global_batch(host_batch, batch_sharding)
     total = step_lib.accumulate(total, eval_step(params, batch))
+    if vocabulary is not None and "decoder_loss_weights" in host_batch and not config.model.head:
+      text = text + bpb.count_target_text(host_batch, vocabulary)
   if total is None:
     raise ValueError("the validation split gave no batch: nothing to evaluate")
   results = {name: n / d if d else float("nan") for name, (n, d) in total.items()}
+  if text.bytes:
+    if jax.process_count() > 1:  # each host counted the text of its own rows
+      counts = multihost_utils.process_allgather(
+        np.array([text.tokens, text.bytes, text.characters])
+      )
+      text = bpb.TextCount(
+        float(counts[:, 0].sum()), int(counts[:, 1].sum()), int(counts[:, 2].sum())
+      )
+    # The cross-entropy alone: the loss metric includes the z-loss term.
+    results.update(text.from_mean_loss(results["loss"] - results.get("z_loss", 0.0)))
   # Perplexity only of a language-model loss: not of a classifier's loss, and for BERT of the
   # MLM loss alone (its 'loss' is MLM + NSP; NSP has its own nsp_accuracy).
   if config.model.head:
@@ -68,6 +94,42 @@ def evaluate(
   if not config.model.z_loss:
     results.pop("z_loss", None)
   return results
+
+
+def evaluate_mixture_tasks(
+  eval_step,
+  params,
+  config,
+  make_task_batches,
+  batch_sharding,
+  num_batches: int,
+  vocabulary: Vocabulary | None = None,
+) -> dict[str, float]:
+  """For a Mixture, each component task's validation loss, accuracy and bits per byte, as
+  {'<task>/loss': ...}, so a user sees which domain improves; {} for a single Task.
+
+  `make_task_batches(name)` returns a fresh iterator over task `name`'s validation split.
+  """
+  tasks, _ = pipeline.resolve_tasks(config, "validation")
+  if len(tasks) < 2:
+    return {}
+  kept = ("loss", "accuracy", "bits_per_byte", "bits_per_character")
+  results = {}
+  for task in tasks:
+    scores = evaluate(
+      eval_step, params, config, functools.partial(make_task_batches, task.name),
+      batch_sharding, num_batches, vocabulary,
+    )  # fmt: skip
+    results.update({f"{task.name}/{k}": v for k, v in scores.items() if k in kept})
+  return results
+
+
+def with_eval_task(config, name: str):
+  """A copy of `config` that evaluates the task `name`."""
+  copy = config.copy_and_resolve_references()
+  with copy.unlocked():
+    copy.data.eval_task = name
+  return copy
 
 
 # ---------------------------------------------------------------------------------------------

@@ -108,6 +108,13 @@ def train_and_evaluate(
     host_validation_batches, config, vocabulary, converter, num_shards=num_shards,
     process_index=jax.process_index(), process_count=jax.process_count(),
   )  # fmt: skip
+
+  def make_task_eval_stream(task: str):  # one component of a Mixture (per-task evaluation)
+    return host_validation_batches(
+      evaluator.with_eval_task(config, task), vocabulary, converter, num_shards=num_shards,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+    )  # fmt: skip
+
   logging.info(
     "process %d reads data shards %s of %d", jax.process_index(), train_stream.shards, num_shards
   )
@@ -148,8 +155,12 @@ def train_and_evaluate(
   def run_eval(params) -> dict[str, float]:
     with setup.use_mesh():
       results = evaluator.evaluate(
-        eval_step, params, config, make_eval_stream, setup.batch_sharding, train.eval_steps
-      )
+        eval_step, params, config, make_eval_stream, setup.batch_sharding, train.eval_steps,
+        vocabulary,
+      )  # fmt: skip
+      results.update(evaluator.evaluate_mixture_tasks(
+        eval_step, params, config, make_task_eval_stream, setup.batch_sharding, train.eval_steps,
+        vocabulary))  # fmt: skip
     # The task's own metrics (classification accuracy/F1, exact match, ROUGE-L), if it has any.
     results.update(evaluator.task_metric_results(
       setup.model, params, config, vocabulary, make_eval_stream, train.eval_steps,
