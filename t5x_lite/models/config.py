@@ -22,7 +22,7 @@ class ModelConfig:
   num_decoder_layers: int = 0  # T5 decoder layers; 0 = num_layers
   d_ff: int = 256  # MLP hidden width
   max_length: int = 256  # learned position embeddings (0 when positions are relative)
-  position: str = "learned"  # 'learned' | 'relative' (T5 buckets) | 'rope'
+  position: str = "learned"  # 'learned' | 'relative' (T5 buckets) | 'rope' | 'alibi' (BLOOM)
   relative_buckets: int = 32  # T5 relative attention buckets
   relative_max_distance: int = 128  # T5 relative attention max distance
   activation: str = "gelu"  # 'gelu' (GPT-2/BERT, tanh approx for GPT-2) | 'relu' | 'gated-gelu'
@@ -41,6 +41,7 @@ class ModelConfig:
   label_smoothing: float = 0.0  # label smoothing of the cross-entropy
   head: str = ""  # fine-tuning head: '' (pre-training) | 'classification' | 'token_classification'
   num_labels: int = 0  # classes of the fine-tuning head
+  embedding_norm: bool = False  # a LayerNorm on the token embeddings (BLOOM, BART)
   lm_loss_weight: float = 0.0  # decoder classification: loss = L2 + lm_loss_weight · L1 (LM loss)
   # Switches the shared layers read (never the family name); '' = the family's own default,
   # filled in by the family's model class (models/decoder.py, encoder.py, encoder_decoder.py).

@@ -3,8 +3,8 @@
   import_hf(hf_dir, scan_layers=True) -> (ModelConfig, params)
       Reads `config.json` and `*.safetensors` of a local HF model directory:
       BertForMaskedLM / BertForPreTraining ('bert'), GPT2LMHeadModel ('gpt2'),
-      T5ForConditionalGeneration v1.0 and v1.1 ('t5'). `params` is the unboxed 'params'
-      collection (float32 numpy arrays), stacked on a leading layer axis when `scan_layers`.
+      T5ForConditionalGeneration v1.0 and v1.1 ('t5'), BloomForCausalLM ('bloom'). `params` is
+      the unboxed 'params' collection (float32 numpy arrays), stacked on a leading layer axis when `scan_layers`.
   export_hf(model_config, params, out_dir)
       Writes `config.json` + `model.safetensors` in the HF layout (loadable with
       `AutoModel*.from_pretrained(out_dir)`); tied weights are written once, as HF does.
@@ -40,7 +40,7 @@ from safetensors.numpy import load_file, save_file
 from t5x_lite import checkpoints
 from t5x_lite.config import base_config
 from t5x_lite.config import model_config as model_config_of
-from t5x_lite.convert.hf import bert, gpt2, t5
+from t5x_lite.convert.hf import bert, bloom, gpt2, t5
 from t5x_lite.convert.hf.rules import ACTIVATIONS, ConversionError, Rule, to_ours, to_theirs
 from t5x_lite.models import build_model, to_model_config
 from t5x_lite.models.config import ModelConfig
@@ -48,8 +48,10 @@ from t5x_lite.models.transformer import stack_layers, unstack_layers
 from t5x_lite.training.setup import RunSetup
 
 # The families, by HF model_type (in the order error messages list them) and by our family.
-MAPPINGS = {module.MODEL_TYPE: module for module in (gpt2, bert, t5)}
-BY_FAMILY = {module.FAMILY: module for module in MAPPINGS.values()}
+MAPPINGS = {module.MODEL_TYPE: module for module in (gpt2, bert, t5, bloom)}
+BY_FAMILY = {module.FAMILY: module for module in (gpt2, bert, t5)}
+# Variants of a family that export as their own HF model (first whose `claims(config)` holds).
+VARIANTS = (bloom,)
 SUPPORTED = {model_type: module.ARCHITECTURES for model_type, module in MAPPINGS.items()}
 # Tensors HF checkpoints carry that are not parameters (buffers, tied duplicates).
 IGNORED_SUFFIXES = (
@@ -106,14 +108,22 @@ def model_config_from_hf(hf_config: dict, source: str = "config.json") -> ModelC
   return mapping.model_config_from_hf(hf_config, architecture, source)
 
 
+def mapping_of(config: ModelConfig):
+  """The HF mapping module `config` exports as: a variant that claims it, else its family's."""
+  for module in VARIANTS:
+    if module.claims(config):
+      return module
+  return BY_FAMILY[config.family]
+
+
 def hf_config_from_model(config: ModelConfig) -> dict:
   """The config.json of `config` (HF fills every other field with its defaults)."""
-  return BY_FAMILY[config.family].hf_config_from_model(config)
+  return mapping_of(config).hf_config_from_model(config)
 
 
 def tensor_rules(config: ModelConfig) -> list[Rule]:
   """Every parameter of `config`'s model (unrolled layers) and its HF tensor."""
-  return BY_FAMILY[config.family].tensor_rules(config)
+  return mapping_of(config).tensor_rules(config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,6 +277,9 @@ def export_hf(model_config: ModelConfig | Any, params: Any, out_dir: str) -> str
       parts.setdefault(rule.hf, {})[rule.part[0]] = value
   for name, pieces in parts.items():
     tensors[name] = np.concatenate([pieces[i] for i in sorted(pieces)], axis=-1)
+  finish = getattr(mapping_of(config), "finish_tensors", None)  # e.g. BLOOM's fused QKV
+  if finish is not None:
+    tensors = finish(tensors, config)
   extra = sorted("/".join(p) for p in set(flat) - {rule.path for rule in rules})
   if extra:
     raise ConversionError(f"export: parameters with no HF tensor: {', '.join(extra)}")
@@ -290,7 +303,7 @@ def full_config(model_config: ModelConfig, hf_dir: str | None = None) -> Any:
   family's default task (fine-tuning picks its own)."""
   config = base_config()
   config.model.update(dataclasses.asdict(model_config))
-  task, lengths = BY_FAMILY[model_config.family].DEFAULT_TASK
+  task, lengths = mapping_of(model_config).DEFAULT_TASK
   if model_config.position == "learned":  # no longer than the learned positions
     lengths = {name: min(length, model_config.max_length) for name, length in lengths.items()}
   config.data.task = task
