@@ -375,7 +375,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   for name, length in lengths.items():
     _positive(f"data.feature_lengths.{name}", length)
   if m.position == "learned":
-    longest = max(lengths.values())
+    longest = max(lengths.values()) + m.position_offset
     _require(
       longest <= m.max_length,
       f"config.data.feature_lengths={lengths}: sequence length {longest} is over "

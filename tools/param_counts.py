@@ -32,6 +32,8 @@ VARIANTS = {
   ),  # fmt: skip
   "bert.py": ("tiny", "bert_base_mlm", "bert_base"),
   "t5.py": ("tiny", "t5_small", "t5_base", "t5_1_1_small", "t5_1_1_base"),
+  "roberta.py": ("tiny", "roberta_base"),
+  "bloom.py": ("tiny", "bloom_560m"),
 }
 # Hugging Face counts of the same architectures (model.num_parameters()).
 REFERENCE = {
@@ -43,6 +45,8 @@ REFERENCE = {
   "t5.py:t5_base": ("T5ForConditionalGeneration t5-base", 222_903_552),
   "t5.py:t5_1_1_small": ("T5ForConditionalGeneration google/t5-v1_1-small", 76_961_152),
   "t5.py:t5_1_1_base": ("T5ForConditionalGeneration google/t5-v1_1-base", 247_577_856),
+  "roberta.py:roberta_base": ("RobertaForMaskedLM roberta-base", 124_697_433),
+  "bloom.py:bloom_560m": ("BloomForCausalLM bigscience/bloom-560m", 559_214_592),
 }
 
 

@@ -325,3 +325,63 @@ def bart_denoise(
     "targets": Ragged.from_rows(target_rows),
     KEY: pieces[KEY],
   }
+
+
+# ---------------------------------------------------------------------------------------------
+# RoBERTa (issue 12).
+
+
+def full_sentences(
+  examples: dict[str, Any], context: Context, *, field: str = "targets"
+) -> dict[str, Any]:
+  """RoBERTa's FULL-SENTENCES inputs: [CLS] s1 s2 ... [SEP], whole sentences packed greedily.
+
+  The block's documents are read in stream order as one sequence of sentences (a sentence ends
+  after a token whose text ends in '.', '!' or '?', or at the end of its document); sentences
+  are added to a row while it has room for inputs_length - 2 tokens, crossing document
+  boundaries with one extra [SEP] between documents (Liu et al. 2019, section 4.2). A sentence
+  longer than a row is cut. No NSP, one token type. Row keys derive from the block's first key,
+  which is new every epoch, so `mlm` after this draws new masks every epoch (dynamic masking).
+  """
+  vocabulary = context.vocabulary
+  room = context.length("inputs", "full_sentences") - 2
+  column = examples[field]
+  ends = sentence_end_ids(vocabulary)
+  rows: list[np.ndarray] = []
+  current: list[np.ndarray] = []
+  used = 0
+
+  def emit():
+    nonlocal current, used
+    if used:
+      rows.append(np.concatenate(current))
+    current, used = [], 0
+
+  first_document = True
+  for start, length in zip(column.offsets[:-1], column.lengths):
+    tokens = column.values[start : start + length]
+    if not len(tokens):
+      continue
+    cuts = np.flatnonzero(np.isin(tokens, ends)) + 1
+    sentences = [s for s in np.split(tokens, cuts) if len(s)]
+    if not first_document:  # the document separator leads the next document's first sentence
+      sentences[0] = np.concatenate([[vocabulary.sep_id], sentences[0]]).astype(tokens.dtype)
+    first_document = False
+    for sentence in sentences:
+      for piece in np.split(sentence, np.arange(room, len(sentence), room)):
+        if used + len(piece) > room:
+          emit()
+        current.append(piece)
+        used += len(piece)
+  emit()
+  count = len(rows)
+  body = Ragged(
+    np.concatenate(rows).astype(np.int32) if rows else np.zeros(0, np.int32),
+    np.array([len(r) for r in rows], np.int64),
+  )
+  inputs = concat_rows(
+    [constant_rows(vocabulary.cls_id, count), body, constant_rows(vocabulary.sep_id, count)]
+  )
+  keys = examples[KEY]
+  row_keys = derive_keys(keys[:1], np.arange(count)) if len(keys) else np.zeros(0, np.uint64)
+  return {"inputs": inputs, KEY: row_keys}

@@ -41,6 +41,7 @@ class ModelConfig:
   label_smoothing: float = 0.0  # label smoothing of the cross-entropy
   head: str = ""  # fine-tuning head: '' (pre-training) | 'classification' | 'token_classification'
   num_labels: int = 0  # classes of the fine-tuning head
+  position_offset: int = 0  # learned position of token i is row i + offset (RoBERTa: pad id + 1)
   embedding_norm: bool = False  # a LayerNorm on the token embeddings (BLOOM, BART)
   lm_loss_weight: float = 0.0  # decoder classification: loss = L2 + lm_loss_weight · L1 (LM loss)
   # Switches the shared layers read (never the family name); '' = the family's own default,

@@ -50,7 +50,7 @@ class BertEncoder(nn.Module):
       x = x + layers.Embed(
         config.max_length, config.d_model, dtype=dtype, axes=(LENGTH, EMBED),
         name="position_embedder",
-      )(encoder_positions)  # fmt: skip
+      )(encoder_positions + config.position_offset)  # fmt: skip
     if config.type_vocab_size > 0:
       x = x + layers.Embed(
         config.type_vocab_size, config.d_model, dtype=dtype, axes=(None, EMBED),

@@ -6,6 +6,7 @@ Feature lengths come from config.data.feature_lengths:
   pydoc_span_corruption  {'inputs': 512, 'targets': 114}   T5 (targets from span_corruption_lengths)
   pydoc_mlm              {'inputs': L}                     BERT (MLM + NSP)
   pydoc_bart             {'inputs': Li, 'targets': Lt}     BART-style denoising (encoder-decoder)
+  pydoc_roberta_mlm      {'inputs': L}                     RoBERTa (FULL-SENTENCES, MLM, no NSP)
 """
 
 import functools
@@ -83,5 +84,19 @@ TaskRegistry.add(
       functools.partial(objectives.bart_denoise, mask_ratio=0.3, poisson_lambda=3.0),
     ],
     output_features=INPUTS_AND_TARGETS,
+  )
+)
+
+# RoBERTa: FULL-SENTENCES rows (may cross documents), MLM without NSP, a new mask every epoch.
+TaskRegistry.add(
+  Task(
+    "pydoc_roberta_mlm",
+    source=SOURCE,
+    preprocessors=[
+      preprocessors.tokenize,
+      objectives.full_sentences,
+      functools.partial(objectives.mlm, mask_rate=0.15),
+    ],
+    output_features={"inputs": Feature(add_eos=False), "targets": Feature(add_eos=False)},
   )
 )
