@@ -9,7 +9,7 @@ from t5x_lite import cli
 
 pytestmark = pytest.mark.slow
 
-FAMILIES = ["bloom.py:tiny", "roberta.py:tiny"]
+FAMILIES = ["bloom.py:tiny", "roberta.py:tiny", "albert.py:tiny"]
 
 
 @pytest.mark.parametrize("spec", FAMILIES)

@@ -34,6 +34,7 @@ VARIANTS = {
   "t5.py": ("tiny", "t5_small", "t5_base", "t5_1_1_small", "t5_1_1_base"),
   "roberta.py": ("tiny", "roberta_base"),
   "bloom.py": ("tiny", "bloom_560m"),
+  "albert.py": ("tiny", "albert_base"),
 }
 # Hugging Face counts of the same architectures (model.num_parameters()).
 REFERENCE = {
@@ -47,6 +48,7 @@ REFERENCE = {
   "t5.py:t5_1_1_base": ("T5ForConditionalGeneration google/t5-v1_1-base", 247_577_856),
   "roberta.py:roberta_base": ("RobertaForMaskedLM roberta-base", 124_697_433),
   "bloom.py:bloom_560m": ("BloomForCausalLM bigscience/bloom-560m", 559_214_592),
+  "albert.py:albert_base": ("AlbertForPreTraining albert-base-v2", 11_813_810),
 }
 
 

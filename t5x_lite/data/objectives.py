@@ -385,3 +385,45 @@ def full_sentences(
   keys = examples[KEY]
   row_keys = derive_keys(keys[:1], np.arange(count)) if len(keys) else np.zeros(0, np.uint64)
   return {"inputs": inputs, KEY: row_keys}
+
+
+# ---------------------------------------------------------------------------------------------
+# ALBERT (issue 12).
+
+
+def sop_pairs(
+  examples: dict[str, Any], context: Context, *, field: str = "targets"
+) -> dict[str, Any]:
+  """ALBERT sentence-order pairs: inputs = [CLS] A [SEP] B [SEP], token_type_ids, nsp_label.
+
+  Documents are cut into segments of (inputs_length - 3) // 2 tokens; each pair is segments
+  2k and 2k + 1 of one document: in order (label 0), or, with probability 1/2, swapped (label
+  1), as HF `AlbertForPreTraining`'s sentence_order_label. Both segments always come from the
+  same document, so topic cannot give the answer (Lan et al. 2020, section 3.1). The labels are
+  in `nsp_label`, read by the encoder's pooler head.
+  """
+  vocabulary = context.vocabulary
+  segment_length = (context.length("inputs", "sop_pairs") - 3) // 2
+  column = examples[field]
+  segments = split_rows(examples, field, segment_length)
+  document = np.repeat(np.arange(len(column)), -(-column.lengths // segment_length))
+  index = np.arange(len(document))
+  first_of_document = np.searchsorted(document, document, "left")
+  end_of_document = np.searchsorted(document, document, "right")
+  first = np.flatnonzero(((index - first_of_document) % 2 == 0) & (index + 1 < end_of_document))
+  keys = segments[KEY][first]
+  swapped = uniform(keys, 1, salt=8)[:, 0] < 0.5
+  a = np.where(swapped, first + 1, first)
+  b = np.where(swapped, first, first + 1)
+  seg = segments[field]
+  part_a, part_b = seg.take(a), seg.take(b)
+  rows = len(first)
+  cls_, sep = constant_rows(vocabulary.cls_id, rows), constant_rows(vocabulary.sep_id, rows)
+  zeros = lambda n: Ragged(np.zeros(int(n.sum()), np.int32), n)  # noqa: E731
+  ones = lambda n: Ragged(np.ones(int(n.sum()), np.int32), n)  # noqa: E731
+  return {
+    "inputs": concat_rows([cls_, part_a, sep, part_b, sep]),
+    "token_type_ids": concat_rows([zeros(part_a.lengths + 2), ones(part_b.lengths + 1)]),
+    "nsp_label": swapped.astype(np.int32),
+    KEY: keys,
+  }

@@ -42,6 +42,8 @@ class ModelConfig:
   head: str = ""  # fine-tuning head: '' (pre-training) | 'classification' | 'token_classification'
   num_labels: int = 0  # classes of the fine-tuning head
   position_offset: int = 0  # learned position of token i is row i + offset (RoBERTa: pad id + 1)
+  embedding_dim: int = 0  # ALBERT's factorised embedding width E (0 = d_model): E -> d_model
+  share_layers: bool = False  # ALBERT: one block applied num_layers times (params counted once)
   embedding_norm: bool = False  # a LayerNorm on the token embeddings (BLOOM, BART)
   lm_loss_weight: float = 0.0  # decoder classification: loss = L2 + lm_loss_weight · L1 (LM loss)
   # Switches the shared layers read (never the family name); '' = the family's own default,

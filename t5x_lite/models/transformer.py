@@ -170,7 +170,11 @@ class Stack(nn.Module):
       config, self.causal, self.cross_attention, deterministic, decode, **kw
     )
     args = (self_bias, positions if config.position == "rope" else None, encoded, cross_bias)
-    if config.scan_layers:
+    if config.share_layers:  # ALBERT: one block's parameters, applied num_layers times
+      shared = make(name="shared_block")
+      for _ in range(self.num_layers):
+        x, _ = shared(x, *args)
+    elif config.scan_layers:
       scanned = nn.scan(
         block,
         variable_axes={"params": 0, "cache": 0},
