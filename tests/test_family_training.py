@@ -9,7 +9,7 @@ from t5x_lite import cli
 
 pytestmark = pytest.mark.slow
 
-FAMILIES = ["bloom.py:tiny", "roberta.py:tiny", "albert.py:tiny"]
+FAMILIES = ["bloom.py:tiny", "roberta.py:tiny", "albert.py:tiny", "bart.py:tiny"]
 
 
 @pytest.mark.parametrize("spec", FAMILIES)
@@ -21,6 +21,7 @@ def test_tiny_variant_trains_through_the_cli(capsys, tmp_path, shared_vocab_work
       "--config.train.log_every=5", "--config.train.eval_every=0",
       "--config.train.checkpoint_every=30", "--config.train.sample_tokens=0",
       "--config.train.batch_size=8", "--config.optimizer.warmup_steps=5",
+      "--config.optimizer.learning_rate=3e-3",
     ]
   )  # fmt: skip
   output = capsys.readouterr()

@@ -35,6 +35,7 @@ VARIANTS = {
   "roberta.py": ("tiny", "roberta_base"),
   "bloom.py": ("tiny", "bloom_560m"),
   "albert.py": ("tiny", "albert_base"),
+  "bart.py": ("tiny", "bart_base"),
 }
 # Hugging Face counts of the same architectures (model.num_parameters()).
 REFERENCE = {
@@ -49,6 +50,7 @@ REFERENCE = {
   "roberta.py:roberta_base": ("RobertaForMaskedLM roberta-base", 124_697_433),
   "bloom.py:bloom_560m": ("BloomForCausalLM bigscience/bloom-560m", 559_214_592),
   "albert.py:albert_base": ("AlbertForPreTraining albert-base-v2", 11_813_810),
+  "bart.py:bart_base": ("BartForConditionalGeneration facebook/bart-base", 139_420_416),
 }
 
 

@@ -44,7 +44,9 @@ class ModelConfig:
   position_offset: int = 0  # learned position of token i is row i + offset (RoBERTa: pad id + 1)
   embedding_dim: int = 0  # ALBERT's factorised embedding width E (0 = d_model): E -> d_model
   share_layers: bool = False  # ALBERT: one block applied num_layers times (params counted once)
-  embedding_norm: bool = False  # a LayerNorm on the token embeddings (BLOOM, BART)
+  embedding_norm: bool = False
+  scale_tied_logits: bool = True  # encoder-decoder: h·d_model^-0.5 before tied logits (T5 v1.0;
+  # BART: False)  # a LayerNorm on the token embeddings (BLOOM, BART)
   lm_loss_weight: float = 0.0  # decoder classification: loss = L2 + lm_loss_weight · L1 (LM loss)
   # Switches the shared layers read (never the family name); '' = the family's own default,
   # filled in by the family's model class (models/decoder.py, encoder.py, encoder_decoder.py).
