@@ -9,7 +9,13 @@ from t5x_lite import cli
 
 pytestmark = pytest.mark.slow
 
-FAMILIES = ["bloom.py:tiny", "roberta.py:tiny", "albert.py:tiny", "bart.py:tiny"]
+FAMILIES = [
+  "bloom.py:tiny",
+  "roberta.py:tiny",
+  "albert.py:tiny",
+  "bart.py:tiny",
+  "distilbert.py:tiny",
+]
 
 
 @pytest.mark.parametrize("spec", FAMILIES)

@@ -36,6 +36,7 @@ VARIANTS = {
   "bloom.py": ("tiny", "bloom_560m"),
   "albert.py": ("tiny", "albert_base"),
   "bart.py": ("tiny", "bart_base"),
+  "distilbert.py": ("tiny", "distilbert_base"),
 }
 # Hugging Face counts of the same architectures (model.num_parameters()).
 REFERENCE = {
@@ -51,6 +52,7 @@ REFERENCE = {
   "bloom.py:bloom_560m": ("BloomForCausalLM bigscience/bloom-560m", 559_214_592),
   "albert.py:albert_base": ("AlbertForPreTraining albert-base-v2", 11_813_810),
   "bart.py:bart_base": ("BartForConditionalGeneration facebook/bart-base", 139_420_416),
+  "distilbert.py:distilbert_base": ("DistilBertForMaskedLM distilbert-base-uncased", 66_985_530),
 }
 
 

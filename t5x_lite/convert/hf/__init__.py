@@ -5,7 +5,7 @@
       BertForMaskedLM / BertForPreTraining ('bert'), GPT2LMHeadModel ('gpt2'),
       T5ForConditionalGeneration v1.0 and v1.1 ('t5'), BloomForCausalLM ('bloom'),
       RobertaForMaskedLM ('roberta'), AlbertForPreTraining ('albert'),
-      BartForConditionalGeneration ('bart'). `params` is the unboxed 'params' collection (float32
+      BartForConditionalGeneration ('bart'), DistilBertForMaskedLM ('distilbert'). `params` is the unboxed 'params' collection (float32
       numpy arrays), stacked on a leading layer axis when `scan_layers`.
   export_hf(model_config, params, out_dir)
       Writes `config.json` + `model.safetensors` in the HF layout (loadable with
@@ -42,7 +42,7 @@ from safetensors.numpy import load_file, save_file
 from t5x_lite import checkpoints
 from t5x_lite.config import base_config
 from t5x_lite.config import model_config as model_config_of
-from t5x_lite.convert.hf import albert, bart, bert, bloom, gpt2, roberta, t5
+from t5x_lite.convert.hf import albert, bart, bert, bloom, distilbert, gpt2, roberta, t5
 from t5x_lite.convert.hf.rules import ACTIVATIONS, ConversionError, Rule, to_ours, to_theirs
 from t5x_lite.models import build_model, to_model_config
 from t5x_lite.models.config import ModelConfig
@@ -50,10 +50,12 @@ from t5x_lite.models.transformer import stack_layers, unstack_layers
 from t5x_lite.training.setup import RunSetup
 
 # The families, by HF model_type (in the order error messages list them) and by our family.
-MAPPINGS = {module.MODEL_TYPE: module for module in (gpt2, bert, t5, bloom, roberta, albert, bart)}
+MAPPINGS = {
+  module.MODEL_TYPE: module for module in (gpt2, bert, t5, bloom, roberta, albert, bart, distilbert)
+}
 BY_FAMILY = {module.FAMILY: module for module in (gpt2, bert, t5)}
 # Variants of a family that export as their own HF model (first whose `claims(config)` holds).
-VARIANTS = (bloom, roberta, albert, bart)
+VARIANTS = (bloom, roberta, albert, bart, distilbert)
 SUPPORTED = {model_type: module.ARCHITECTURES for model_type, module in MAPPINGS.items()}
 # Tensors HF checkpoints carry that are not parameters (buffers, tied duplicates).
 IGNORED_SUFFIXES = (
