@@ -25,7 +25,7 @@ def test_tiny_variant_trains_through_the_cli(capsys, tmp_path, shared_vocab_work
     [
       "train", "--config", spec, "--workdir", workdir, "--config.train.steps=30",
       "--config.train.log_every=5", "--config.train.eval_every=0",
-      "--config.train.checkpoint_every=30", "--config.train.sample_tokens=0",
+      "--config.train.checkpoint_every=30", "--config.train.sample_tokens=4",
       "--config.train.batch_size=8", "--config.optimizer.warmup_steps=5",
       "--config.optimizer.learning_rate=3e-3",
     ]
