@@ -85,7 +85,9 @@ def test_mismatched_teacher_is_one_line_error():
                      r"1024 \(the KL needs one vocabulary\)$"):  # fmt: skip
     distill.DistillationModel(student, other_vocab, None)
   gpt = build_model(load_config_file("gpt.py:tiny").model)
-  with pytest.raises(ConfigError, match="^distill.teacher is a 'decoder' model; the student is"):
+  with pytest.raises(
+    ConfigError, match="^distill.teacher is a DecoderModel; the student is an? EncoderModel"
+  ):
     distill.DistillationModel(student, gpt, None)
 
 

@@ -143,6 +143,8 @@ class DecoderFeatureConverter(FeatureConverter):
     length = self.model_feature_lengths(task_feature_lengths)["decoder"]
     targets = examples["targets"]
     weights = Ragged(np.ones(len(targets.values), np.float32), targets.lengths)
+    if "target_weights" in examples:  # per-token weights (chat: the assistant turns only)
+      weights = examples["target_weights"]
     if "inputs" in examples and "inputs" in task_feature_lengths:
       inputs = examples["inputs"]
       tokens = concat_rows([inputs, targets])

@@ -65,9 +65,10 @@ def distillation_loss(
 def check_compatible(student: BaseModel, teacher: BaseModel, alpha_cos: float = 1.0) -> None:
   """One-line ConfigError when `teacher` cannot teach `student` (before anything compiles)."""
   s, t = student.config, teacher.config
-  if s.family != t.family:
+  if type(student) is not type(teacher):
     raise ConfigError(
-      f"distill.teacher is a {t.family!r} model; the student is {s.family!r} (expected the same)"
+      f"distill.teacher is a {type(teacher).__name__}; the student is a "
+      f"{type(student).__name__} (expected the same kind of model)"
     )
   if s.vocab_size != t.vocab_size:
     raise ConfigError(
