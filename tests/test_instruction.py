@@ -92,7 +92,7 @@ def test_tiny_gpt_follows_held_out_instructions(capsys, tmp_path):
   args = [
     "train", "--config", "gpt.py:tiny", "--workdir", workdir, "--config.data.vocab=byte",
     "--config.data.task=repeat_chat", f"--config.data.task_modules=('{module}',)",
-    "--config.data.feature_lengths={'targets': 64}", "--config.train.steps=600",
+    "--config.data.feature_lengths={'targets': 128}", "--config.train.steps=600",
     "--config.train.batch_size=16", "--config.train.log_every=50", "--config.train.eval_every=0",
     "--config.train.checkpoint_every=600", "--config.train.sample_tokens=0",
     "--config.optimizer.warmup_steps=20",
@@ -104,7 +104,9 @@ def test_tiny_gpt_follows_held_out_instructions(capsys, tmp_path):
   assert cli.main(["chat", "--workdir", workdir, "--prompt-file", str(prompts),
                    "--max-new-tokens", "8"]) == 0  # fmt: skip
   out = capsys.readouterr().out
-  replies = [line[len("assistant: ") :] for line in out.splitlines() if line.startswith("assistant")]
+  replies = [
+    line[len("assistant: ") :] for line in out.splitlines() if line.startswith("assistant")
+  ]
   assert len(replies) == len(held_out)
   accuracy = np.mean([r == w for r, w in zip(replies, held_out)])
   assert accuracy >= 0.5, list(zip(held_out, replies))
