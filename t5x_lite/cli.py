@@ -177,6 +177,36 @@ def cmd_generate(args, overrides: Sequence[str]) -> int:
   return 0
 
 
+def cmd_chat(args, overrides: Sequence[str]) -> int:
+  """--prompt / --prompt-file: one single-turn conversation each; else an interactive session
+  on stdin (the history is kept; an empty line or EOF ends it)."""
+  import sys  # noqa: PLC0415
+
+  from t5x_lite import inference  # noqa: PLC0415
+
+  loaded = inference.load(args.workdir, step=args.step)
+  options = dict(
+    system_prompt=args.system, max_new_tokens=args.max_new_tokens,
+    temperature=args.temperature, seed=args.seed,
+  )  # fmt: skip
+  if args.prompt or args.prompt_file:
+    prompts = _read_texts(args, "prompt")
+    replies = loaded.chat([[{"role": "user", "content": p}] for p in prompts], **options)
+    for prompt, reply in zip(prompts, replies):
+      print(f"user: {prompt}\nassistant: {reply}")
+    return 0
+  history: list[dict[str, str]] = []
+  while True:
+    print("user: ", end="", flush=True)
+    line = sys.stdin.readline()
+    if not line.strip():
+      return 0
+    history.append({"role": "user", "content": line.rstrip("\n")})
+    (reply,) = loaded.chat([history], **options)
+    history.append({"role": "assistant", "content": reply})
+    print(f"assistant: {reply}", flush=True)
+
+
 def cmd_embed(args, overrides: Sequence[str]) -> int:
   import numpy as np  # noqa: PLC0415
 
@@ -328,6 +358,17 @@ def build_parser() -> argparse.ArgumentParser:
   gen.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams")
   gen.add_argument("--alpha", type=float, default=0.6, help="beam search length penalty")
   gen.set_defaults(func=cmd_generate)
+
+  chat = sub.add_parser("chat", help="talk to an instruction-tuned decoder (ChatML-like turns)")
+  chat.add_argument("--workdir", required=True)
+  chat.add_argument("--prompt", action="append", help="a user message (repeatable; no session)")
+  chat.add_argument("--prompt-file", default=None, help="one user message per line")
+  chat.add_argument("--system", default=None, help="a system prompt")
+  chat.add_argument("--step", type=int, default=None)
+  chat.add_argument("--max-new-tokens", type=int, default=64)
+  chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+  chat.add_argument("--seed", type=int, default=0)
+  chat.set_defaults(func=cmd_chat)
 
   emb = sub.add_parser("embed", help="sentence embeddings of texts to a .npy file")
   emb.add_argument("--workdir", required=True)

@@ -357,7 +357,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     )
   _one_of(config, "model.dtype", m.dtype, ("float32", "bfloat16"))
   _one_of(config, "model.remat", m.remat, ("none", "minimal", "full"))
-  _one_of(config, "model.position", m.position, ("learned", "relative", "rope"))
+  _one_of(config, "model.position", m.position, ("learned", "relative", "rope", "alibi"))
   _one_of(config, "model.activation", m.activation, ("gelu", "gelu_new", "relu", "gated-gelu"))
   _one_of(config, "model.norm", m.norm, ("layernorm", "rmsnorm"))
   _one_of(config, "model.norm_position", m.norm_position, ("pre", "post"))
@@ -420,7 +420,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       f"feature 'inputs'; add --config.data.feature_lengths=\"{{'inputs': {suggested}}}\"",
     )
   if m.position == "learned":
-    longest = max(lengths.values())
+    longest = max(lengths.values()) + m.position_offset
     _require(
       longest <= m.max_length,
       f"config.data.feature_lengths={lengths}: sequence length {longest} is over "

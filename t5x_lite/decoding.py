@@ -372,8 +372,9 @@ def generate_ids(
   longest = max(len(t) for t in token_lists)
   config = model.config
   if config.position == "learned":
-    room = config.max_length - (1 if _is_encoder_decoder(model) else 1 + longest)
-    if _is_encoder_decoder(model) and longest > config.max_length:
+    positions = config.max_length - getattr(config, "position_offset", 0)  # RoBERTa/BART offset
+    room = positions - (1 if _is_encoder_decoder(model) else 1 + longest)
+    if _is_encoder_decoder(model) and longest > positions:
       raise ValueError(f"input of {longest} tokens is over model.max_length={config.max_length}")
     max_new_tokens = min(max_new_tokens, room)
     if max_new_tokens <= 0:

@@ -16,9 +16,10 @@ feature length (one compile).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -27,6 +28,7 @@ import numpy as np
 from t5x_lite import checkpoints, decoding
 from t5x_lite.data import pipeline, preprocessors, registry
 from t5x_lite.data.ragged import KEY, Ragged
+from t5x_lite.data.tasks.instruction import CHATML, render_ids
 from t5x_lite.training.setup import RunSetup
 
 
@@ -186,6 +188,34 @@ class LoadedModel:
       )  # fmt: skip
     except ValueError as e:
       raise InferenceError(str(e)) from e
+
+  def chat(
+    self,
+    conversations: Sequence[Sequence[Mapping[str, str]]],
+    *,
+    system_prompt: str | None = None,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    seed: int = 0,
+  ) -> list[str]:
+    """The assistant's next reply to each conversation ([{'role', 'content'}, ...]), rendered
+    with the ChatML-like template of `data/tasks/instruction.py` (as `instruction_task` trains)."""
+    if not self.model.generative or self.model.encoder_decoder:
+      raise InferenceError(f"{self.workdir}: chat needs a decoder-only (GPT-style) model")
+    template = dataclasses.replace(CHATML, system_prompt=system_prompt)
+    prompts = [
+      render_ids(turns, self.vocabulary, template, add_generation_prompt=True)[0]
+      for turns in conversations
+    ]
+    eos = self.vocabulary.eos_id
+    try:
+      generated = decoding.generate_ids(
+        self.model, self.params, prompts, max_new_tokens=max_new_tokens,
+        temperature=temperature, seed=seed, eos_id=eos,
+      )  # fmt: skip
+    except ValueError as e:
+      raise InferenceError(str(e)) from e
+    return [self.vocabulary.decode(decoding.strip_after_eos(row, eos)) for row in generated]
 
   def score(self, inputs: Sequence[str], targets: Sequence[str] | None = None) -> np.ndarray:
     """[n] log-likelihoods: of each target given its input (decoder: prompt -> completion;

@@ -59,6 +59,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
       "t5x_lite.training.optimizers",
       "t5x_lite.training.state",
       "t5x_lite.training.step",
+      "t5x_lite.training.distill",
       "t5x_lite.training.init_from",
       "t5x_lite.training.preemption",
       "t5x_lite.training.branch",

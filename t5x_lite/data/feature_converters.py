@@ -148,6 +148,8 @@ class DecoderFeatureConverter(FeatureConverter):
     targets = examples["targets"]
     weights = Ragged(np.ones(len(targets.values), np.float32), targets.lengths)
     prefix = None
+    if "target_weights" in examples:  # per-token weights (chat: the assistant turns only)
+      weights = examples["target_weights"]
     if "inputs" in examples and "inputs" in task_feature_lengths:
       inputs = examples["inputs"]
       tokens = concat_rows([inputs, targets])

@@ -20,6 +20,8 @@ from t5x_lite.data.preprocessors import Context, split_rows
 from t5x_lite.data.ragged import (
   KEY,
   Ragged,
+  concat_rows,
+  constant_rows,
   gather_index,
   take_examples,
 )
@@ -508,4 +510,106 @@ def bart_denoise(
     "inputs": Ragged.from_rows(inputs_rows),
     "targets": Ragged.from_rows(target_rows),
     KEY: pieces[KEY],
+  }
+
+
+# ---------------------------------------------------------------------------------------------
+# RoBERTa (issue 12).
+
+
+def full_sentences(
+  examples: dict[str, Any], context: Context, *, field: str = "targets"
+) -> dict[str, Any]:
+  """RoBERTa's FULL-SENTENCES inputs: [CLS] s1 s2 ... [SEP], whole sentences packed greedily.
+
+  The block's documents are read in stream order as one sequence of sentences (a sentence ends
+  after a token whose text ends in '.', '!' or '?', or at the end of its document); sentences
+  are added to a row while it has room for inputs_length - 2 tokens, crossing document
+  boundaries with one extra [SEP] between documents (Liu et al. 2019, section 4.2). A sentence
+  longer than a row is cut. No NSP, one token type. Row keys derive from the block's first key,
+  which is new every epoch, so `mlm` after this draws new masks every epoch (dynamic masking).
+  """
+  vocabulary = context.vocabulary
+  room = context.length("inputs", "full_sentences") - 2
+  column = examples[field]
+  ends = sentence_end_ids(vocabulary)
+  rows: list[np.ndarray] = []
+  current: list[np.ndarray] = []
+  used = 0
+
+  def emit():
+    nonlocal current, used
+    if used:
+      rows.append(np.concatenate(current))
+    current, used = [], 0
+
+  first_document = True
+  for start, length in zip(column.offsets[:-1], column.lengths):
+    tokens = column.values[start : start + length]
+    if not len(tokens):
+      continue
+    cuts = np.flatnonzero(np.isin(tokens, ends)) + 1
+    sentences = [s for s in np.split(tokens, cuts) if len(s)]
+    if not first_document:  # the document separator leads the next document's first sentence
+      sentences[0] = np.concatenate([[vocabulary.sep_id], sentences[0]]).astype(tokens.dtype)
+    first_document = False
+    for sentence in sentences:
+      for piece in np.split(sentence, np.arange(room, len(sentence), room)):
+        if used + len(piece) > room:
+          emit()
+        current.append(piece)
+        used += len(piece)
+  emit()
+  count = len(rows)
+  body = Ragged(
+    np.concatenate(rows).astype(np.int32) if rows else np.zeros(0, np.int32),
+    np.array([len(r) for r in rows], np.int64),
+  )
+  inputs = concat_rows(
+    [constant_rows(vocabulary.cls_id, count), body, constant_rows(vocabulary.sep_id, count)]
+  )
+  keys = examples[KEY]
+  row_keys = derive_keys(keys[:1], np.arange(count)) if len(keys) else np.zeros(0, np.uint64)
+  return {"inputs": inputs, KEY: row_keys}
+
+
+# ---------------------------------------------------------------------------------------------
+# ALBERT (issue 12).
+
+
+def sop_pairs(
+  examples: dict[str, Any], context: Context, *, field: str = "targets"
+) -> dict[str, Any]:
+  """ALBERT sentence-order pairs: inputs = [CLS] A [SEP] B [SEP], token_type_ids, nsp_label.
+
+  Documents are cut into segments of (inputs_length - 3) // 2 tokens; each pair is segments
+  2k and 2k + 1 of one document: in order (label 0), or, with probability 1/2, swapped (label
+  1), as HF `AlbertForPreTraining`'s sentence_order_label. Both segments always come from the
+  same document, so topic cannot give the answer (Lan et al. 2020, section 3.1). The labels are
+  in `nsp_label`, read by the encoder's pooler head.
+  """
+  vocabulary = context.vocabulary
+  segment_length = (context.length("inputs", "sop_pairs") - 3) // 2
+  column = examples[field]
+  segments = split_rows(examples, field, segment_length)
+  document = np.repeat(np.arange(len(column)), -(-column.lengths // segment_length))
+  index = np.arange(len(document))
+  first_of_document = np.searchsorted(document, document, "left")
+  end_of_document = np.searchsorted(document, document, "right")
+  first = np.flatnonzero(((index - first_of_document) % 2 == 0) & (index + 1 < end_of_document))
+  keys = segments[KEY][first]
+  swapped = uniform(keys, 1, salt=8)[:, 0] < 0.5
+  a = np.where(swapped, first + 1, first)
+  b = np.where(swapped, first, first + 1)
+  seg = segments[field]
+  part_a, part_b = seg.take(a), seg.take(b)
+  rows = len(first)
+  cls_, sep = constant_rows(vocabulary.cls_id, rows), constant_rows(vocabulary.sep_id, rows)
+  zeros = lambda n: Ragged(np.zeros(int(n.sum()), np.int32), n)  # noqa: E731
+  ones = lambda n: Ragged(np.ones(int(n.sum()), np.int32), n)  # noqa: E731
+  return {
+    "inputs": concat_rows([cls_, part_a, sep, part_b, sep]),
+    "token_type_ids": concat_rows([zeros(part_a.lengths + 2), ones(part_b.lengths + 1)]),
+    "nsp_label": swapped.astype(np.int32),
+    KEY: keys,
   }

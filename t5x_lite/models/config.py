@@ -37,7 +37,7 @@ class ModelConfig:
   num_decoder_layers: int = 0  # T5 decoder layers; 0 = num_layers
   d_ff: int = 256  # MLP hidden width
   max_length: int = 256  # learned position embeddings (0 when positions are relative)
-  position: str = "learned"  # 'learned' | 'relative' (T5 buckets) | 'rope'
+  position: str = "learned"  # 'learned' | 'relative' (T5 buckets) | 'rope' | 'alibi' (BLOOM)
   relative_buckets: int = 32  # T5 relative attention buckets
   relative_max_distance: int = 128  # T5 relative attention max distance
   activation: str = "gelu"  # 'gelu' (GPT-2/BERT, tanh approx for GPT-2) | 'relu' | 'gated-gelu'
@@ -56,6 +56,12 @@ class ModelConfig:
   label_smoothing: float = 0.0  # label smoothing of the cross-entropy
   head: str = ""  # fine-tuning head: '' (pre-training) | 'classification' | 'token_classification'
   num_labels: int = 0  # classes of the fine-tuning head
+  position_offset: int = 0  # learned position of token i is row i + offset (RoBERTa: pad id + 1)
+  embedding_dim: int = 0  # ALBERT's factorised embedding width E (0 = d_model): E -> d_model
+  share_layers: bool = False  # ALBERT: one block applied num_layers times (params counted once)
+  embedding_norm: bool = False  # a LayerNorm on the token embeddings (BLOOM, BART)
+  # encoder-decoder: h·d_model^-0.5 before tied logits (T5 v1.0; BART: False)
+  scale_tied_logits: bool = True
   # Decoder classification: loss = L2 + lm_loss_weight · L1 (the LM loss on the same inputs);
   # 0.5 as in the GPT paper (Radford et al. 2018, §3.2); 0 turns the auxiliary LM loss off.
   lm_loss_weight: float = 0.5

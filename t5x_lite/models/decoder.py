@@ -65,6 +65,8 @@ class DecoderLM(nn.Module):
       name="token_embedder",
     )  # fmt: skip
     x = embed(tokens)  # [batch, length, embed]
+    if config.embedding_norm:  # BLOOM's word_embeddings_layernorm
+      x = layers.make_norm(config, "embedding_norm")(x)
     if config.position == "learned":
       x = x + layers.Embed(
         config.max_length, config.d_model, dtype=dtype, embedding_init=inits["embed"],

@@ -44,32 +44,38 @@ class BertEncoder(nn.Module):
   ) -> dict[str, Array]:
     config = self.config
     dtype = layers.compute_dtype(config)
-    embed = layers.Embed(config.embedding_rows, config.d_model, dtype=dtype, name="token_embedder")
+    width = config.embedding_dim or config.d_model  # ALBERT factorises: E, then E -> d_model
+    embed = layers.Embed(config.embedding_rows, width, dtype=dtype, name="token_embedder")
     x = embed(encoder_input_tokens)  # [batch, length, embed]
     if config.position == "learned":
       x = x + layers.Embed(
-        config.max_length, config.d_model, dtype=dtype, axes=(LENGTH, EMBED),
+        config.max_length, width, dtype=dtype, axes=(LENGTH, EMBED),
         name="position_embedder",
-      )(encoder_positions)  # fmt: skip
+      )(encoder_positions + config.position_offset)  # fmt: skip
     if config.type_vocab_size > 0:
       x = x + layers.Embed(
-        config.type_vocab_size, config.d_model, dtype=dtype, axes=(None, EMBED),
+        config.type_vocab_size, width, dtype=dtype, axes=(None, EMBED),
         name="token_type_embedder",
       )(encoder_token_type_ids)  # fmt: skip
     if config.norm_position == "post":  # BERT normalizes the embeddings
       x = layers.make_norm(config, "embedding_norm")(x)
     x = layers.dropout(config, x, deterministic)
+    if config.embedding_dim:  # ALBERT's embedding_hidden_mapping_in: E -> d_model
+      x = layers.DenseGeneral(
+        (config.d_model,), (MLP,), in_axes=(EMBED,), use_bias=config.use_bias, dtype=dtype,
+        name="embedding_projection",
+      )(x)  # fmt: skip
     x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
     x = Stack(config, config.num_layers, causal=False, name="encoder")(
       x, encoder_segment_ids, encoder_positions, deterministic=deterministic
     )
 
     # embed -> embed matrices: the output axis is named 'mlp' (one name may not occur twice).
-    dense = lambda name: layers.DenseGeneral(  # noqa: E731
-      (config.d_model,), (MLP,), in_axes=(EMBED,), use_bias=config.use_bias, dtype=dtype,
+    dense = lambda name, features=config.d_model: layers.DenseGeneral(  # noqa: E731
+      (features,), (MLP,), in_axes=(EMBED,), use_bias=config.use_bias, dtype=dtype,
       name=name,
     )  # fmt: skip
-    h = layers.activation_fn(config.activation)(dense("mlm_transform")(x))
+    h = layers.activation_fn(config.activation)(dense("mlm_transform", width)(x))
     h = layers.make_norm(config, "mlm_norm")(h)
     if config.tie_embeddings:
       mlm_logits = embed.attend(h)

@@ -49,6 +49,10 @@ class EncoderDecoder(nn.Module):
       position = dict(dtype=dtype, axes=(LENGTH, EMBED), embedding_init=layers.normal(0.01))
       self.encoder_position_embedder = layers.Embed(config.max_length, config.d_model, **position)
       self.decoder_position_embedder = layers.Embed(config.max_length, config.d_model, **position)
+    if config.embedding_norm:  # BART's layernorm_embedding, one per stack
+      norm = dict(epsilon=config.layer_norm_epsilon, rms=config.norm == "rmsnorm", dtype=dtype)
+      self.encoder_embedding_norm = layers.LayerNorm(**norm)
+      self.decoder_embedding_norm = layers.LayerNorm(**norm)
     # A setup-style module must create its submodules here (not inline in encode/decode).
     self.embedding_dropout = nn.Dropout(config.dropout_rate)
     self.encoder = Stack(config, config.num_layers, causal=False)
@@ -71,7 +75,9 @@ class EncoderDecoder(nn.Module):
     """[batch, inputs_length] -> [batch, inputs_length, embed]."""
     x = self.token_embedder(encoder_input_tokens)
     if self.config.position == "learned":
-      x = x + self.encoder_position_embedder(encoder_positions)
+      x = x + self.encoder_position_embedder(encoder_positions + self.config.position_offset)
+    if self.config.embedding_norm:
+      x = self.encoder_embedding_norm(x)
     x = self.embedding_dropout(x, deterministic=deterministic)
     x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
     return self.encoder(x, encoder_segment_ids, encoder_positions, deterministic=deterministic)
@@ -91,7 +97,9 @@ class EncoderDecoder(nn.Module):
     config = self.config
     x = self.token_embedder(decoder_input_tokens)
     if config.position == "learned":
-      x = x + self.decoder_position_embedder(decoder_positions)
+      x = x + self.decoder_position_embedder(decoder_positions + config.position_offset)
+    if config.embedding_norm:
+      x = self.decoder_embedding_norm(x)
     x = self.embedding_dropout(x, deterministic=deterministic)
     x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
     x = self.decoder(
@@ -105,7 +113,8 @@ class EncoderDecoder(nn.Module):
     )
     if config.tie_embeddings:
       # T5 v1.0 rescales before the tied projection (the embedding is initialized with std 1).
-      logits = self.token_embedder.attend(x * config.d_model**-0.5)
+      scale = config.d_model**-0.5 if config.scale_tied_logits else 1.0
+      logits = self.token_embedder.attend(x * scale)
     else:
       logits = self.logits_dense(x).astype(jnp.float32)
     logits = vocab_padding.mask_padded_logits(logits, config.vocab_size)

@@ -287,6 +287,34 @@ class RelativePositionBias(nn.Module):
     return jnp.transpose(bias, (0, 3, 1, 2)).astype(jnp.float32)
 
 
+def alibi_slopes(num_heads: int) -> np.ndarray:
+  """ALiBi head slopes (Press et al. 2022; BLOOM / HF `_get_alibi_slopes`), float32 [heads].
+
+  The geometric sequence 2^(-8/n), 2^(-16/n), ... for the largest power of two n <= heads; the
+  remaining heads take every other slope of the sequence for 2n (the paper's recipe for head
+  counts that are not a power of two).
+  """
+  closest = 2 ** math.floor(math.log2(num_heads))
+  base = np.float32(2 ** (-(2 ** -(math.log2(closest) - 3))))
+  slopes = base ** np.arange(1, 1 + closest, dtype=np.float32)
+  if closest != num_heads:
+    extra_base = np.float32(2 ** (-(2 ** -(math.log2(2 * closest) - 3))))
+    remaining = min(closest, num_heads - closest)
+    extra = extra_base ** np.arange(1, 1 + 2 * remaining, 2, dtype=np.float32)
+    slopes = np.concatenate([slopes, extra])
+  return slopes.astype(np.float32)
+
+
+def alibi_bias(num_heads: int, key_positions: Array) -> Array:
+  """ALiBi bias [batch|1, heads, 1, k_len] = slope · key position (float32).
+
+  The paper's -slope·(query - key) differs by -slope·query, a constant per query row that
+  the softmax ignores (as HF BLOOM computes it); key_positions [batch|1, k_len].
+  """
+  slopes = jnp.asarray(alibi_slopes(num_heads))
+  return slopes[None, :, None, None] * key_positions.astype(jnp.float32)[:, None, None, :]
+
+
 def apply_rope(x: Array, positions: Array, max_wavelength: float = 10_000.0) -> Array:
   """Rotary position embedding (GPT-NeoX / LLaMA "rotate half" layout).
 

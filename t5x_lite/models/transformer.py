@@ -151,6 +151,14 @@ class Stack(nn.Module):
       )(query_positions, jnp.arange(key_length)[None])
       self_bias = relative if self_bias is None else self_bias + relative
 
+    if config.position == "alibi":
+      if decode:  # cache slots are positions 0 .. max_length - 1
+        key_positions = jnp.arange(decode_length.value.shape[0])[None]
+      else:
+        key_positions = jnp.arange(x.shape[1])[None] if positions is None else positions
+      alibi = layers.alibi_bias(config.num_heads, key_positions)
+      self_bias = alibi if self_bias is None else self_bias + alibi
+
     cross_bias = None
     if self.cross_attention:
       query_segments = jnp.ones_like(x[..., 0], jnp.int32) if decoding else segment_ids
@@ -165,7 +173,11 @@ class Stack(nn.Module):
       config, self.causal, self.cross_attention, deterministic, decode, **kw
     )
     args = (self_bias, positions if config.position == "rope" else None, encoded, cross_bias)
-    if config.scan_layers:
+    if config.share_layers:  # ALBERT: one block's parameters, applied num_layers times
+      shared = make(name="shared_block")
+      for _ in range(self.num_layers):
+        x, _ = shared(x, *args)
+    elif config.scan_layers:
       scanned = nn.scan(
         block,
         variable_axes={"params": 0, "cache": 0},

@@ -223,7 +223,7 @@ def train_and_evaluate(
   writer.close()
   progress.write(f"final eval at step {step}: " + hooks_lib.format_scalars(last_eval))
   result = {"step": step, "eval": last_eval, "params": state.params, "num_params": setup.num_params}
-  if is_main and train.sample_prompt and setup.model.generative:
+  if is_main and train.sample_prompt and train.sample_tokens > 0 and setup.model.generative:
     with setup.use_mesh():
       result["sample"] = hooks_lib.print_sample(
         setup.model, state.params, vocabulary, train.sample_prompt, train.sample_tokens

@@ -1,10 +1,13 @@
-"""Hugging Face <-> t5x_lite parameters: BERT, GPT-2 and T5 (safetensors only).
+"""Hugging Face <-> t5x_lite parameters: BERT, RoBERTa, ALBERT, GPT-2, BLOOM, T5, BART.
 
   import_hf(hf_dir, scan_layers=True) -> (ModelConfig, params)
       Reads `config.json` and `*.safetensors` of a local HF model directory:
       BertForMaskedLM / BertForPreTraining ('bert'), GPT2LMHeadModel ('gpt2'),
-      T5ForConditionalGeneration v1.0 and v1.1 ('t5'). `params` is the unboxed 'params'
-      collection (float32 numpy arrays), stacked on a leading layer axis when `scan_layers`.
+      T5ForConditionalGeneration v1.0 and v1.1 ('t5'), BloomForCausalLM ('bloom'),
+      RobertaForMaskedLM ('roberta'), AlbertForPreTraining ('albert'),
+      BartForConditionalGeneration ('bart'), DistilBertForMaskedLM ('distilbert'). `params` is
+      the unboxed 'params' collection (float32 numpy arrays), stacked on a leading layer axis
+      when `scan_layers`.
   export_hf(model_config, params, out_dir, vocabulary=None, labels=None)
       Writes `config.json` + `model.safetensors` in the HF layout (loadable with
       `AutoModel*.from_pretrained(out_dir)`); tied weights are written once, as HF does; padded
@@ -45,7 +48,7 @@ from safetensors.numpy import load_file, save_file
 from t5x_lite import checkpoints
 from t5x_lite.config import base_config
 from t5x_lite.config import model_config as model_config_of
-from t5x_lite.convert.hf import bert, gpt2, t5, tokenizer
+from t5x_lite.convert.hf import albert, bart, bert, bloom, distilbert, gpt2, roberta, t5, tokenizer
 from t5x_lite.convert.hf.rules import ACTIVATIONS, ConversionError, Rule, to_ours, to_theirs
 from t5x_lite.data import pipeline, registry
 from t5x_lite.data.hf_vocabulary import load_vocabulary_path
@@ -57,8 +60,12 @@ from t5x_lite.training import init_from
 from t5x_lite.training.setup import RunSetup
 
 # The families, by HF model_type (in the order error messages list them) and by our family.
-MAPPINGS = {module.MODEL_TYPE: module for module in (gpt2, bert, t5)}
-BY_FAMILY = {module.FAMILY: module for module in MAPPINGS.values()}
+MAPPINGS = {
+  module.MODEL_TYPE: module for module in (gpt2, bert, t5, bloom, roberta, albert, bart, distilbert)
+}
+BY_FAMILY = {module.FAMILY: module for module in (gpt2, bert, t5)}
+# Variants of a family that export as their own HF model (first whose `claims(config)` holds).
+VARIANTS = (bloom, roberta, albert, bart, distilbert)
 SUPPORTED = {model_type: module.ARCHITECTURES for model_type, module in MAPPINGS.items()}
 # Tensors HF checkpoints carry that are not parameters (buffers, tied duplicates).
 IGNORED_SUFFIXES = (
@@ -118,17 +125,25 @@ def model_config_from_hf(hf_config: dict, source: str = "config.json") -> ModelC
   return mapping.model_config_from_hf(hf_config, architecture, source)
 
 
+def mapping_of(config: ModelConfig):
+  """The HF mapping module `config` exports as: a variant that claims it, else its family's."""
+  for module in VARIANTS:
+    if module.claims(config):
+      return module
+  return BY_FAMILY[config.family]
+
+
 def hf_config_from_model(config: ModelConfig) -> dict:
   """The config.json of `config` (HF fills every other field with its defaults)."""
-  return BY_FAMILY[config.family].hf_config_from_model(config)
+  return mapping_of(config).hf_config_from_model(config)
 
 
 def tensor_rules(config: ModelConfig) -> list[Rule]:
   """Every parameter of `config`'s model (unrolled layers) and its HF tensor; a fine-tuned head
   (model.head) maps onto the family's HF classifier class, where it has one."""
-  mapping = BY_FAMILY[config.family]
   if not config.head:
-    return mapping.tensor_rules(config)
+    return mapping_of(config).tensor_rules(config)
+  mapping = BY_FAMILY[config.family]
   if config.head not in getattr(mapping, "CLASSIFIER_ARCHITECTURES", {}):
     exported = [
       a for m in BY_FAMILY.values() for a in getattr(m, "CLASSIFIER_ARCHITECTURES", {}).values()
@@ -367,6 +382,9 @@ def export_hf(
       parts.setdefault(rule.hf, {})[rule.part[0]] = value
   for name, pieces in parts.items():
     tensors[name] = np.concatenate([pieces[i] for i in sorted(pieces)], axis=-1)
+  finish = getattr(mapping_of(config), "finish_tensors", None)  # e.g. BLOOM's fused QKV
+  if finish is not None:
+    tensors = finish(tensors, config)
   unused_heads = getattr(mapping, "PRETRAINING_HEADS", ()) if config.head else ()
   extra = sorted(
     "/".join(p) for p in set(flat) - {rule.path for rule in rules} if p[0] not in unused_heads
@@ -393,7 +411,7 @@ def full_config(model_config: ModelConfig, hf_dir: str | None = None) -> Any:
   family's default task (fine-tuning picks its own)."""
   config = base_config()
   config.model.update(dataclasses.asdict(model_config))
-  task, lengths = BY_FAMILY[model_config.family].DEFAULT_TASK
+  task, lengths = mapping_of(model_config).DEFAULT_TASK
   if model_config.position == "learned":  # no longer than the learned positions
     lengths = {name: min(length, model_config.max_length) for name, length in lengths.items()}
   config.data.task = task

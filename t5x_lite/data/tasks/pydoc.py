@@ -7,6 +7,8 @@ Feature lengths come from config.data.feature_lengths:
   pydoc_mlm              {'inputs': L}                     BERT (MLM + NSP)
   pydoc_mlm_whole_word   {'inputs': L}                     the same, whole-word masking
   pydoc_bart             {'inputs': Li, 'targets': Lt}     BART-style denoising (encoder-decoder)
+  pydoc_roberta_mlm      {'inputs': L}                     RoBERTa (FULL-SENTENCES, MLM, no NSP)
+  pydoc_albert           {'inputs': L}                     ALBERT (MLM + sentence-order prediction)
 """
 
 import functools
@@ -101,5 +103,37 @@ TaskRegistry.add(
       functools.partial(objectives.bart_denoise, mask_ratio=0.3, poisson_lambda=3.0),
     ],
     output_features=INPUTS_AND_TARGETS,
+  )
+)
+
+# RoBERTa: FULL-SENTENCES rows (may cross documents), MLM without NSP, a new mask every epoch.
+TaskRegistry.add(
+  Task(
+    "pydoc_roberta_mlm",
+    source=SOURCE,
+    preprocessors=[
+      preprocessors.tokenize,
+      objectives.full_sentences,
+      functools.partial(objectives.mlm, mask_rate=0.15),
+    ],
+    output_features={"inputs": Feature(add_eos=False), "targets": Feature(add_eos=False)},
+  )
+)
+
+# ALBERT: MLM + sentence-order prediction (two consecutive segments, in order or swapped).
+TaskRegistry.add(
+  Task(
+    "pydoc_albert",
+    source=SOURCE,
+    preprocessors=[
+      preprocessors.tokenize,
+      objectives.sop_pairs,
+      functools.partial(objectives.mlm, mask_rate=0.15),
+    ],
+    output_features={
+      "inputs": Feature(add_eos=False),
+      "targets": Feature(add_eos=False),
+      "token_type_ids": Feature(add_eos=False),
+    },
   )
 )
