@@ -47,7 +47,10 @@ class DecoderLM(nn.Module):
     *,
     deterministic: bool = True,
     decode: bool = False,
+    hidden_only: bool = False,
   ) -> Array:
+    """-> float32 logits [batch, length, vocab], or with `hidden_only` the last hidden states
+    [batch, length, embed] that the output projection would read (chunked loss)."""
     config = self.config
     dtype = layers.compute_dtype(config)
     inits = layers.initializers(config)
@@ -73,6 +76,8 @@ class DecoderLM(nn.Module):
     x = Stack(config, config.num_layers, causal=True, name="decoder")(
       x, decoder_segment_ids, decoder_positions, deterministic=deterministic, decode=decode
     )
+    if hidden_only:
+      return x
     if config.tie_embeddings:
       logits = embed.attend(x)
     else:
@@ -104,6 +109,11 @@ class DecoderModel(base.TargetsLMModel):
 
   def make_module(self) -> nn.Module:
     return DecoderLM(self.config)
+
+  def output_kernel(self, params: Any) -> tuple[Array, bool]:
+    if self.config.tie_embeddings:
+      return params["token_embedder"]["embedding"], True
+    return params["logits_dense"]["kernel"], False
 
   def flops_per_token(self, seq_len: int | Mapping[str, int]) -> float:
     """One causal stack over the whole sequence (a prefix LM's inputs + targets)."""

@@ -19,7 +19,7 @@ import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
-from t5x_lite import checkpoints, reporting
+from t5x_lite import checkpoints, reporting, runtime
 from t5x_lite import config as config_lib
 from t5x_lite.data import pipeline
 from t5x_lite.data.sharded_stream import HostBatchStream
@@ -107,6 +107,7 @@ def train_and_evaluate(
   )
 
   # -- 6. steps -----------------------------------------------------------------------------------
+  cache_dir = runtime.enable_compilation_cache(train.compilation_cache, workdir)
   train_step, eval_step = setup.jit_train_step(), setup.jit_eval_step()
   dropout_rng = jax.random.key(train.seed + 1)
 
@@ -139,9 +140,12 @@ def train_and_evaluate(
       ]
     )
     reason = StopReason.COMPLETED
+    compiled = None
     while step < train.steps:
       batch = setup.global_batch(next(train_stream))
-      state, step_metrics = train_step(state, batch, dropout_rng)
+      if compiled is None:
+        compiled = _compile_step(train_step, state, batch, dropout_rng, cache_dir, progress)
+      state, step_metrics = compiled(state, batch, dropout_rng)
       step += 1
       reason = after_step(step, state, step_metrics) or StopReason.COMPLETED
       if reason is not StopReason.COMPLETED:
@@ -169,6 +173,23 @@ def train_and_evaluate(
         setup.model, state.params, vocabulary, train.sample_prompt, train.sample_tokens
       )
   return result
+
+
+def _compile_step(train_step, state, batch, rng, cache_dir: str, progress):
+  """The train step compiled ahead of the first call, and a line saying how long it took and
+  whether the persistent compilation cache had it."""
+  progress.write("compiling the train step…")
+  start = time.time()
+  with runtime.CacheEvents() as events:
+    compiled = train_step.lower(state, batch, rng).compile()
+  if not cache_dir:
+    cache = "no persistent compilation cache"
+  elif events.hits:
+    cache = f"persistent cache hit, {cache_dir}"
+  else:
+    cache = f"compiled and cached in {cache_dir}"
+  progress.write(f"compiled the train step in {time.time() - start:.1f}s ({cache})")
+  return compiled
 
 
 def _check_workdir(workdir: str) -> None:
