@@ -285,3 +285,35 @@ def test_compare_pairs_a_peer_with_our_step(tmp_path):
     assert pair["peer_result"]["argv"][:4] == ["--batch", "1", "--seq-len", "16"]
   assert result["machine"]["cpu"] and "load_average_1m" in result["machine"]
   assert "median" in run.stdout and "ours vs peer (speed)" in run.stdout
+
+
+def test_clipping_in_the_step_equals_optax_clip_by_global_norm(make_config):
+  """RunSetup's step clips by itself (fused into the update; the optimizer has no clip): the
+  same params as optax.clip_by_global_norm chained before AdamW (g·(c/n) instead of (g/n)·c: equal
+  to float32 rounding)."""
+  from t5x_lite.training import optimizers
+  from t5x_lite.training import step as step_lib
+  from t5x_lite.training.setup import RunSetup
+
+  config = make_config("gpt.py:tiny", **{"optimizer.grad_clip": 0.05, "train.batch_size": 8})
+  setup = RunSetup.create(config, jax.devices()[:1])
+  assert optimizers.clip_in_step(config) == 0.05
+  batch = setup.global_batch(
+    {k: np.asarray(v) for k, v in packed_batch(setup.model, 8, {"targets": 128}, 1024).items()}
+  )
+  optax_chain, schedule = optimizers.make_optimizer(config)  # clip_by_global_norm in the chain
+  reference = step_lib.jit_train_step(
+    setup.model, optax_chain, schedule, microbatches=1, rules=setup.rules,
+    state_shardings=setup.state_shardings, batch_sharding=setup.batch_sharding, mesh=setup.mesh,
+  )  # fmt: skip
+  results = []
+  for step in (setup.jit_train_step(), reference):
+    state = setup.init_state()
+    with setup.use_mesh():
+      for _ in range(2):
+        state, metrics = step(state, batch, jax.random.key(1))
+    results.append((jax.device_get(state.params), float(metrics["grad_norm"][0])))
+  assert results[0][1] > 0.05  # the clip was active
+  close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)  # noqa: E731
+  jax.tree.map(close, results[0][0], results[1][0])
+  assert results[0][1] == results[1][1]  # the same gradients before the update

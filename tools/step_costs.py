@@ -30,6 +30,7 @@ from benchmark_core import load_config, parse_lengths  # noqa: E402
 
 from t5x_lite import config as config_lib  # noqa: E402
 from t5x_lite.models import build_model  # noqa: E402
+from t5x_lite.training import optimizers  # noqa: E402
 from t5x_lite.training import step as step_lib  # noqa: E402
 from t5x_lite.training.setup import RunSetup  # noqa: E402
 
@@ -59,7 +60,8 @@ def analyse(config, part: str) -> dict:
   if part == "step":
     fn = jax.jit(
       functools.partial(step_lib.train_step, model=setup.model, optimizer=setup.optimizer,
-                        schedule=setup.schedule, rules=setup.rules),
+                        schedule=setup.schedule, rules=setup.rules,
+                        grad_clip=optimizers.clip_in_step(config)),
       donate_argnums=(0,),
     )  # fmt: skip
     args = (abstract, shapes, rng)

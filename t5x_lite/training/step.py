@@ -96,18 +96,26 @@ def train_step(
   schedule,
   microbatches: int = 1,
   rules: partitioning.Rules = (),
+  grad_clip: float = 0.0,
 ) -> tuple[TrainState, dict[str, Any]]:
   """One optimizer step. A non-finite loss or gradient leaves the state unchanged
-  (`skipped_steps` counts it; the loop decides whether to go on or stop)."""
+  (`skipped_steps` counts it; the loop decides whether to go on or stop). `grad_clip` > 0:
+  gradients scaled to that global norm as optax.clip_by_global_norm does (to float rounding;
+  the optimizer then has no clip of its own: optimizers.clip_in_step)."""
   with nn.logical_axis_rules(rules):
     step_rng = jax.random.fold_in(rng, state.step)
     grads, metrics = compute_gradients(model, state.params, batch, step_rng, microbatches, rules)
     grad_norm = optax.global_norm(grads)
     loss_sum, weight = metrics["loss"]
     finite = jnp.isfinite(loss_sum) & jnp.isfinite(grad_norm)
+    # optax.clip_by_global_norm's factor, computed once outside the update (see apply_update)
+    scale = jnp.where(grad_norm < grad_clip, 1.0, grad_clip / grad_norm) if grad_clip > 0 else 1.0
 
     def apply_update(params, opt_state):
-      updates, new_opt_state = optimizer.update(grads, opt_state, params)
+      clipped = grads
+      if grad_clip > 0:  # inside the branch, so that XLA fuses the scaling into the update
+        clipped = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
+      updates, new_opt_state = optimizer.update(clipped, opt_state, params)
       return optax.apply_updates(params, updates), new_opt_state
 
     def keep(params, opt_state):
@@ -172,6 +180,7 @@ def jit_train_step(
   batch_sharding,
   mesh,
   donate: bool = True,
+  grad_clip: float = 0.0,
 ):
   """`train_step` jitted once with explicit shardings, the state donated (its buffers reused).
 
@@ -185,6 +194,7 @@ def jit_train_step(
     schedule=schedule,
     microbatches=microbatches,
     rules=rules,
+    grad_clip=grad_clip,
   )
   return jax.jit(
     step,
