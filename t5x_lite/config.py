@@ -26,6 +26,7 @@ from t5x_lite import partitioning
 from t5x_lite.configs import CONFIG_DIR
 from t5x_lite.errors import ConfigError
 from t5x_lite.models.config import (
+  ATTENTION_IMPLS,
   ATTENTION_SCALES,
   DROPOUT_PLACEMENTS,
   INIT_SCHEMES,
@@ -77,6 +78,8 @@ def base_config() -> ml_collections.ConfigDict:
   train.async_checkpoints = True  # save in a background thread
   train.init_from = ""  # checkpoint dir or workdir to load params from (fine-tuning)
   train.frozen = ()  # regexes of parameter paths not to train
+  train.compilation_cache = "workdir"  # persistent XLA cache: 'workdir' ({workdir}/jax_cache) |
+  # 'user' (~/.cache/t5x_lite/jax) | a directory | '' (off); JAX_COMPILATION_CACHE_DIR wins
   train.branch_from = ""  # 'WORKDIR:STEP': start from that checkpoint's full state and data
   # position (a WSD decay branch, training/branch.py); ignored once this workdir has a checkpoint
   train.nonfinite = "skip"  # non-finite loss/grads/update: 'skip' the update | 'stop' the run
@@ -357,6 +360,17 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     )
   _one_of(config, "model.dtype", m.dtype, ("float32", "bfloat16"))
   _one_of(config, "model.remat", m.remat, ("none", "minimal", "full"))
+  _one_of(config, "model.attention_impl", m.attention_impl, ATTENTION_IMPLS)
+  _require(
+    isinstance(m.loss_chunk_size, int) and m.loss_chunk_size >= 0,
+    f"config.model.loss_chunk_size={m.loss_chunk_size!r}: expected an int >= 0 (0 = off)",
+  )
+  _require(
+    m.loss_chunk_size == 0 or (m.family != "encoder" and not m.head),
+    f"config.model.loss_chunk_size={m.loss_chunk_size}: the chunked cross-entropy serves the "
+    f"language-model loss of 'decoder' and 'encoder_decoder' models, not family={m.family!r} "
+    f"head={m.head!r}",
+  )
   _one_of(config, "model.position", m.position, ("learned", "relative", "rope", "alibi"))
   _one_of(config, "model.activation", m.activation, ("gelu", "gelu_new", "relu", "gated-gelu"))
   _one_of(config, "model.norm", m.norm, ("layernorm", "rmsnorm"))

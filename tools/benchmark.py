@@ -8,6 +8,8 @@
   checkpoint  how long an async Orbax save blocks the training loop, as a fraction of a step.
   presets     on 8 fake CPU devices: step time of each sharding preset relative to `data`.
   data        the data pipeline's throughput (tools/benchmark_data.py).
+  compare     a peer implementation (../shared/peers/, own venv) and our step on the same shape,
+              interleaved, with the speed ratio and its spread (tools/benchmark_compare.py).
 
   python tools/benchmark.py step --config gpt.py:gpt2_small --batch 4 --length 256 \\
       --dtype float32 --out step.json [--config.model.remat=full ...]
@@ -51,6 +53,7 @@ if __name__ == "__main__":
     flags = os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={_count}".strip()
 
+import benchmark_compare  # noqa: E402
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -367,6 +370,12 @@ def cmd_data(args, overrides) -> dict[str, Any]:
   return result
 
 
+def cmd_compare(args, overrides) -> dict[str, Any]:
+  summary, header, rows = benchmark_compare.cmd_compare(args, overrides)
+  _print_table(header, rows)
+  return summary
+
+
 # ---------------------------------------------------------------------------------------------
 # Output and command line.
 
@@ -440,10 +449,14 @@ def _parser() -> argparse.ArgumentParser:
   p = add("data", "data pipeline throughput (tools/benchmark_data.py)")
   p.add_argument("--corpus", default="")
   p.add_argument("--min-tokens", type=int, default=1_000_000)
+
+  p = add("compare", "a peer (HF Flax, PyTorch, SeqIO) and ours, interleaved: speed ratios")
+  benchmark_compare.add_arguments(p)
   return parser
 
 
 COMMANDS = {
+  "compare": cmd_compare,
   "step": cmd_step,
   "peak": cmd_peak,
   "compile": cmd_compile,

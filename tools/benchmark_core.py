@@ -301,6 +301,7 @@ def compile_seconds(config) -> tuple[float, float]:
     functools.partial(
       step_lib.train_step, model=setup.model, optimizer=setup.optimizer,
       schedule=setup.schedule, rules=setup.rules,
+      grad_clip=optimizers.clip_in_step(config),
     ),
     donate_argnums=(0,),
   )  # fmt: skip

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from t5x_lite.data.feature_converters import FeatureConverter
+from t5x_lite.models import chunked_loss
 from t5x_lite.models.config import ModelConfig, with_defaults
 
 Array = jax.Array
@@ -292,14 +293,46 @@ class TargetsLMModel(BaseModel):
     rng: Array | None = None,
     deterministic: bool = False,
   ) -> tuple[Array, Metrics]:
-    logits = self.apply_logits(params, batch, rng, deterministic or rng is None)
     targets = batch["decoder_target_tokens"]
     weights = batch.get("decoder_loss_weights")
     if weights is None:
       weights = (targets > 0).astype(jnp.float32)
+    if self.config.loss_chunk_size:
+      return self.chunked_loss(params, batch, targets, weights, rng, deterministic or rng is None)
+    logits = self.apply_logits(params, batch, rng, deterministic or rng is None)
     return weighted_lm_loss(
       logits, targets, weights, self.config.z_loss, self.config.label_smoothing
     )
+
+  def output_kernel(self, params: Any) -> tuple[Array, bool]:
+    """(kernel, transposed) of the projection onto the vocabulary: a tied embedding [V, d]
+    (transposed) or an output layer [d, V]; for `loss_chunk_size` (models/chunked_loss.py)."""
+    raise NotImplementedError
+
+  def chunked_loss(
+    self, params: Any, batch: Mapping[str, Array], targets: Array, weights: Array, rng, det: bool
+  ) -> tuple[Array, Metrics]:
+    """The loss and metrics of `weighted_lm_loss`, from the last hidden states, `loss_chunk_size`
+    tokens at a time (never the whole [tokens, vocab] logits)."""
+    rngs = {"dropout": rng} if rng is not None else {}
+    hidden = self.module.apply(
+      {"params": params}, **self.module_inputs(batch), deterministic=det, rngs=rngs,
+      hidden_only=True,
+    )  # fmt: skip
+    kernel, transposed = self.output_kernel(params)
+    weights = weights.astype(jnp.float32)
+    total, sums = chunked_loss.chunked_cross_entropy(
+      hidden, nn.meta.unbox(kernel), targets, weights, chunk=self.config.loss_chunk_size,
+      transposed=transposed, dtype=jnp.dtype(self.config.dtype), z_loss=self.config.z_loss,
+      label_smoothing=self.config.label_smoothing,
+    )  # fmt: skip
+    num_tokens = jnp.sum(weights)
+    metrics = {
+      "loss": (total, num_tokens),
+      "accuracy": (sums["correct"], num_tokens),
+      "z_loss": (sums["z_loss"], num_tokens),
+    }
+    return total / jnp.maximum(num_tokens, 1e-8), metrics
 
   def score(self, params: Any, batch: Mapping[str, Array]) -> Array:
     """[batch] sum over target tokens (loss weights) of log p(target | inputs and prefix)."""

@@ -52,6 +52,10 @@ class ModelConfig:
   dtype: str = "float32"  # compute dtype: 'float32' | 'bfloat16' (params stay float32)
   scan_layers: bool = True  # run the stack under nn.scan (fast compiles for deep models)
   remat: str = "none"  # 'none' | 'minimal' (save matmul outputs) | 'full'
+  attention_impl: str = "xla"  # 'xla' (einsums + softmax) | 'dot_product' (jax.nn.dot_product_
+  # attention, XLA or cuDNN as jax picks) | 'cudnn' (cuDNN flash attention on GPU, XLA elsewhere)
+  loss_chunk_size: int = 0  # > 0: cross-entropy over chunks of this many tokens, never the whole
+  # [tokens, vocab] logits at once (GPT, T5; models/chunked_loss.py); 0 = plain logits
   z_loss: float = 0.0  # auxiliary z·logsumexp² per target token (T5 uses 1e-4)
   label_smoothing: float = 0.0  # label smoothing of the cross-entropy
   head: str = ""  # fine-tuning head: '' (pre-training) | 'classification' | 'token_classification'
@@ -85,6 +89,7 @@ class ModelConfig:
 INIT_SCHEMES = ("gpt2", "bert", "t5")
 ATTENTION_SCALES = ("rsqrt_head_dim", "none")
 DROPOUT_PLACEMENTS = ("outputs", "outputs+hidden+final")
+ATTENTION_IMPLS = ("xla", "dot_product", "cudnn")
 SWITCHES = ("init_scheme", "attention_scale", "dropout_placement")
 
 

@@ -48,8 +48,12 @@ class DecoderLM(nn.Module):
     *,
     deterministic: bool = True,
     decode: bool = False,
+    hidden_only: bool = False,
   ) -> Array:
-    """`decoder_causal_attention` [batch, length]: 1 on a prefix LM's inputs (+ 1), which then
+    """-> float32 logits [batch, length, vocab], or with `hidden_only` the last hidden states
+    [batch, length, embed] that the output projection would read (chunked loss).
+
+    `decoder_causal_attention` [batch, length]: 1 on a prefix LM's inputs (+ 1), which then
     attend bidirectionally (SeqIO / T5X); None = causal everywhere."""
     config = self.config
     dtype = layers.compute_dtype(config)
@@ -79,6 +83,8 @@ class DecoderLM(nn.Module):
       x, decoder_segment_ids, decoder_positions, deterministic=deterministic, decode=decode,
       causal_attention=decoder_causal_attention,
     )  # fmt: skip
+    if hidden_only:
+      return x
     if config.tie_embeddings:
       logits = embed.attend(x)
     else:
@@ -111,6 +117,11 @@ class DecoderModel(base.TargetsLMModel):
 
   def make_module(self) -> nn.Module:
     return DecoderLM(self.config)
+
+  def output_kernel(self, params: Any) -> tuple[Array, bool]:
+    if self.config.tie_embeddings:
+      return params["token_embedder"]["embedding"], True
+    return params["logits_dense"]["kernel"], False
 
   def flops_per_token(self, seq_len: int | Mapping[str, int]) -> float:
     """One causal stack over the whole sequence (a prefix LM's inputs + targets)."""

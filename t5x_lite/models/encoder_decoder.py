@@ -92,8 +92,10 @@ class EncoderDecoder(nn.Module):
     *,
     deterministic: bool = True,
     decode: bool = False,
+    hidden_only: bool = False,
   ) -> Array:
-    """-> float32 logits [batch, targets_length, vocab]."""
+    """-> float32 logits [batch, targets_length, vocab]; with `hidden_only` the (rescaled)
+    hidden states [batch, targets_length, embed] the output projection reads (chunked loss)."""
     config = self.config
     x = self.token_embedder(decoder_input_tokens)
     if config.position == "learned":
@@ -113,8 +115,13 @@ class EncoderDecoder(nn.Module):
     )
     if config.tie_embeddings:
       # T5 v1.0 rescales before the tied projection (the embedding is initialized with std 1).
-      scale = config.d_model**-0.5 if config.scale_tied_logits else 1.0
-      logits = self.token_embedder.attend(x * scale)
+      if config.scale_tied_logits:
+        x = x * config.d_model**-0.5
+      if hidden_only:
+        return x
+      logits = self.token_embedder.attend(x)
+    elif hidden_only:
+      return x
     else:
       logits = self.logits_dense(x).astype(jnp.float32)
     logits = vocab_padding.mask_padded_logits(logits, config.vocab_size)
@@ -131,6 +138,7 @@ class EncoderDecoder(nn.Module):
     *,
     deterministic: bool = True,
     decode: bool = False,
+    hidden_only: bool = False,
   ) -> Array:
     encoded = self.encode(
       encoder_input_tokens, encoder_segment_ids, encoder_positions, deterministic=deterministic
@@ -143,6 +151,7 @@ class EncoderDecoder(nn.Module):
       decoder_positions,
       deterministic=deterministic,
       decode=decode,
+      hidden_only=hidden_only,
     )
 
 
@@ -171,6 +180,11 @@ class EncoderDecoderModel(base.TargetsLMModel):
 
   def make_module(self) -> nn.Module:
     return EncoderDecoder(self.config)
+
+  def output_kernel(self, params: Any) -> tuple[Array, bool]:
+    if self.config.tie_embeddings:
+      return params["token_embedder"]["embedding"], True
+    return params["logits_dense"]["kernel"], False
 
   def flops_per_token(self, seq_len: int | Mapping[str, int]) -> float:
     """Per (inputs + targets) token: FLOPs per example / (Ti + Tt), with `seq_len` =

@@ -361,6 +361,30 @@ def attention_bias(
   return jnp.where(mask, 0.0, MASK_VALUE).astype(jnp.float32)[:, None]
 
 
+def fused_attention(
+  query: Array, key: Array, value: Array, bias: Array | None, scale_queries: bool, impl: str
+) -> Array:
+  """softmax(q·kᵀ·scale + bias)·v through `jax.nn.dot_product_attention`: [batch, q, heads, kv].
+
+  impl 'dot_product': jax picks the implementation (XLA; cuDNN on GPUs where it applies);
+  'cudnn': cuDNN fused (flash) attention on GPU (bf16/fp16, head_dim a multiple of 8), the XLA
+  implementation on other backends, so that one config runs on a CPU test and a GPU run alike.
+  `bias` is the additive float32 mask (segments, causality, T5's relative positions), broadcast
+  to [batch, heads, q_len, k_len]. No dropout on the weights: the caller takes the plain path.
+  """
+  implementation = None
+  if impl == "cudnn" and jax.default_backend() == "gpu":
+    implementation = "cudnn"
+  if bias is not None:
+    bias = jnp.broadcast_to(
+      bias, (query.shape[0], bias.shape[1], query.shape[1], key.shape[1])
+    ).astype(jnp.float32 if implementation is None else query.dtype)
+  scale = 1.0 / math.sqrt(query.shape[-1]) if scale_queries else 1.0
+  return jax.nn.dot_product_attention(
+    query, key, value, bias=bias, scale=scale, implementation=implementation
+  )
+
+
 class MultiHeadAttention(nn.Module):
   """Multi-head dot-product attention (self or cross), optional RoPE and KV cache.
 
@@ -421,20 +445,24 @@ class MultiHeadAttention(nn.Module):
         decode_bias = jnp.where(visible, 0.0, MASK_VALUE)[None, None]
         bias = decode_bias if bias is None else bias + decode_bias
 
-    if self.scale_queries:
-      query = query / jnp.sqrt(depth).astype(query.dtype)
-    # [batch, heads, q, k] in float32
-    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
-    if bias is not None:
-      logits = logits + bias
-    weights = jax.nn.softmax(logits, axis=-1)
-    if not deterministic and config.dropout_rate > 0:
-      weights = nn.Dropout(config.dropout_rate)(weights, deterministic=False)
-    # [batch, q, heads, kv]
-    out = jnp.einsum(
-      "bhqk,bkhd->bqhd", weights.astype(dtype), value, preferred_element_type=jnp.float32
-    ).astype(dtype)
-    out = nn.with_logical_constraint(out, (BATCH, LENGTH, HEADS, KV))
+    dropout = not deterministic and config.dropout_rate > 0
+    if config.attention_impl != "xla" and not dropout:
+      out = fused_attention(query, key, value, bias, self.scale_queries, config.attention_impl)
+    else:  # the plain path; also the one with dropout on the attention weights
+      if self.scale_queries:
+        query = query / jnp.sqrt(depth).astype(query.dtype)
+      # [batch, heads, q, k] in float32
+      logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+      if bias is not None:
+        logits = logits + bias
+      weights = jax.nn.softmax(logits, axis=-1)
+      if dropout:
+        weights = nn.Dropout(config.dropout_rate)(weights, deterministic=False)
+      # [batch, q, heads, kv]
+      out = jnp.einsum(
+        "bhqk,bkhd->bqhd", weights.astype(dtype), value, preferred_element_type=jnp.float32
+      ).astype(dtype)
+    out = nn.with_logical_constraint(out.astype(dtype), (BATCH, LENGTH, HEADS, KV))
     return DenseGeneral(
       features=(config.d_model,), out_axes=(EMBED,), in_axes=(HEADS, KV),
       use_bias=config.use_bias, dtype=dtype, kernel_init=o_init, name="out",

@@ -19,7 +19,7 @@ import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
-from t5x_lite import checkpoints, reporting
+from t5x_lite import checkpoints, reporting, runtime
 from t5x_lite import config as config_lib
 from t5x_lite.data import pipeline
 from t5x_lite.data.sharded_stream import HostBatchStream, host_validation_batches
@@ -149,6 +149,7 @@ def train_and_evaluate(
   )
 
   # -- 6. steps -----------------------------------------------------------------------------------
+  cache_dir = runtime.enable_compilation_cache(train.compilation_cache, workdir)
   train_step, eval_step = setup.jit_train_step(), setup.jit_eval_step()
   dropout_rng = jax.random.key(train.seed + 1)
 
@@ -196,10 +197,13 @@ def train_and_evaluate(
       ]
     )
     reason = StopReason.PREEMPTED if preemption.requested else StopReason.COMPLETED
+    compiled = None
     while step < train.steps and reason is StopReason.COMPLETED:
       batch = setup.global_batch(next(train_stream))
+      if compiled is None:
+        compiled = _compile_step(train_step, state, batch, dropout_rng, cache_dir, progress)
       with profiler.step(step + 1):
-        state, step_metrics = train_step(state, batch, dropout_rng)
+        state, step_metrics = compiled(state, batch, dropout_rng)
       step += 1
       profiler.after_step(step, step_metrics)
       reason = after_step(step, state, step_metrics) or StopReason.COMPLETED
@@ -248,6 +252,23 @@ def _warn_on_schedule_change(saved, config, resume_step: int) -> None:
     resume_step, new_steps, old_steps, opt.decay, new_steps, old_steps, resume_step + 1,
     max(1, old_steps - warmup),
   )  # fmt: skip
+
+
+def _compile_step(train_step, state, batch, rng, cache_dir: str, progress):
+  """The train step compiled ahead of the first call, and a line saying how long it took and
+  whether the persistent compilation cache had it."""
+  progress.write("compiling the train step…")
+  start = time.time()
+  with runtime.CacheEvents() as events:
+    compiled = train_step.lower(state, batch, rng).compile()
+  if not cache_dir:
+    cache = "no persistent compilation cache"
+  elif events.hits:
+    cache = f"persistent cache hit, {cache_dir}"
+  else:
+    cache = f"compiled and cached in {cache_dir}"
+  progress.write(f"compiled the train step in {time.time() - start:.1f}s ({cache})")
+  return compiled
 
 
 def _check_workdir(workdir: str) -> None:

@@ -77,7 +77,7 @@ class RunSetup:
     rules = partitioning.logical_rules(config)
     # 2. model and optimizer
     model = build_model(config_lib.model_config(config))
-    optimizer, schedule = optimizers.make_optimizer(config)
+    optimizer, schedule = optimizers.make_optimizer(config, clip=False)  # the step clips
     # 3. shapes -> abstract params -> shardings of the whole train state
     if input_shapes is None:
       per_step = config.train.batch_size // config.train.microbatches
@@ -163,7 +163,7 @@ class RunSetup:
     return step_lib.jit_train_step(
       self.model, self.optimizer, self.schedule, microbatches=self.config.train.microbatches,
       rules=self.rules, state_shardings=self.state_shardings, batch_sharding=self.batch_sharding,
-      mesh=self.mesh, donate=donate,
+      mesh=self.mesh, donate=donate, grad_clip=optimizers.clip_in_step(self.config),
     )  # fmt: skip
 
   def jit_eval_step(self):

@@ -96,9 +96,12 @@ def train_step(
   schedule,
   microbatches: int = 1,
   rules: partitioning.Rules = (),
+  grad_clip: float = 0.0,
 ) -> tuple[TrainState, dict[str, Any]]:
   """One optimizer step. A non-finite loss, gradient or update leaves the state unchanged
-  (`skipped_steps` counts it; the loop decides whether to go on or stop)."""
+  (`skipped_steps` counts it; the loop decides whether to go on or stop). `grad_clip` > 0:
+  gradients scaled to that global norm as optax.clip_by_global_norm does (to float rounding;
+  the optimizer then has no clip of its own: optimizers.clip_in_step)."""
   with nn.logical_axis_rules(rules):
     step_rng = jax.random.fold_in(rng, state.step)
     grads, metrics = compute_gradients(model, state.params, batch, step_rng, microbatches, rules)
@@ -107,6 +110,9 @@ def train_step(
     # The update is checked too: a finite gradient can still give a non-finite update
     # (optimizer.eps=0 with a zero second moment, an infinite learning rate), which must never
     # reach the params (nor a checkpoint).
+    if grad_clip > 0:  # optax.clip_by_global_norm's factor, from the norm computed above
+      scale = jnp.where(grad_norm < grad_clip, 1.0, grad_clip / grad_norm)
+      grads = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
     updates, updated_opt_state = optimizer.update(grads, state.opt_state, state.params)
     finite = jnp.isfinite(loss_sum) & jnp.isfinite(grad_norm)
     finite &= jnp.isfinite(optax.global_norm(updates))
@@ -177,6 +183,7 @@ def jit_train_step(
   batch_sharding,
   mesh,
   donate: bool = True,
+  grad_clip: float = 0.0,
 ):
   """`train_step` jitted once with explicit shardings, the state donated (its buffers reused).
 
@@ -190,6 +197,7 @@ def jit_train_step(
     schedule=schedule,
     microbatches=microbatches,
     rules=rules,
+    grad_clip=grad_clip,
   )
   return jax.jit(
     step,
