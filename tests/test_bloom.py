@@ -17,10 +17,12 @@ import jax.numpy as jnp  # noqa: E402
 
 from t5x_lite.config import load_config_file  # noqa: E402
 from t5x_lite.convert import hf  # noqa: E402
+from t5x_lite.data.hf_vocabulary import save_vocabulary  # noqa: E402
+from t5x_lite.data.vocabularies import ByteVocabulary  # noqa: E402
 from t5x_lite.models import build_model  # noqa: E402
 from t5x_lite.models.layers import alibi_slopes  # noqa: E402
 
-VOCAB, BATCH, LENGTH = 99, 2, 12
+VOCAB, BATCH, LENGTH = 384, 2, 12  # 384 rows: the byte vocabulary + 125 sentinels
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -137,6 +139,8 @@ def test_bloom_parity_import_export_and_kv_cache(tmp_path, heads):
 @pytest.mark.slow
 def test_bloom_greedy_generation_equals_hf_and_cli_convert_round_trip(tmp_path):
   reference = _save_random(tmp_path / "hf", 4)
+  # A model folder needs its tokenizer (issue 11): bytes + 125 sentinels = the 384 rows.
+  save_vocabulary(ByteVocabulary(VOCAB - 259), str(tmp_path / "hf"))
   env = {**os.environ, "PYTHONPATH": ROOT}
   run = lambda *args: subprocess.run(  # noqa: E731
     [sys.executable, "-m", "t5x_lite.cli", *args], capture_output=True, text=True, env=env
