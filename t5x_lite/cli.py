@@ -39,6 +39,7 @@ def _setup_logging(verbose: bool = False) -> None:
     format="%(asctime)s %(levelname).1s %(message)s",
     datefmt="%H:%M:%S",
     stream=sys.stderr,
+    force=True,  # libraries imported while building the parser (absl via orbax) may have set one
   )
   for noisy in ("absl", "orbax", "jax._src", "etils", "grain"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
