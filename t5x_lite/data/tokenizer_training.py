@@ -78,6 +78,21 @@ def build_untrained(vocab_type: str, lowercase: bool = False) -> tokenizers.Toke
   raise ValueError(f"vocab_type={vocab_type!r}: expected 'byte-bpe' or 'wordpiece'")
 
 
+def _check_base_size(vocab_type: str, vocab_size: int, extra_ids: int) -> list[str]:
+  """The special tokens of a byte-bpe / wordpiece vocabulary; DataError when `vocab_size` leaves
+  too few ids for them (and the 256 bytes) after the extra ids."""
+  specials = list(dict.fromkeys((BYTE_BPE_SPECIALS if vocab_type == "byte-bpe" else
+                                 WORDPIECE_SPECIALS).values()))  # fmt: skip
+  base_size = vocab_size - extra_ids
+  minimum = len(specials) + (256 if vocab_type == "byte-bpe" else 1)
+  if base_size < minimum:
+    raise DataError(
+      f"vocab_size={vocab_size} leaves {base_size} ids after {extra_ids} extra ids; a "
+      f"{vocab_type} vocabulary needs at least {minimum}"
+    )
+  return specials
+
+
 def train_tokenizers_vocabulary(
   texts: Iterable[str],
   vocab_type: str,
@@ -93,15 +108,8 @@ def train_tokenizers_vocabulary(
   A small corpus may give fewer ids than asked (the trainer runs out of merges).
   """
   roles = _roles(vocab_type)
-  specials = list(dict.fromkeys((BYTE_BPE_SPECIALS if vocab_type == "byte-bpe" else
-                                 WORDPIECE_SPECIALS).values()))  # fmt: skip
+  specials = _check_base_size(vocab_type, vocab_size, extra_ids)
   base_size = vocab_size - extra_ids
-  minimum = len(specials) + (256 if vocab_type == "byte-bpe" else 1)
-  if base_size < minimum:
-    raise DataError(
-      f"vocab_size={vocab_size} leaves {base_size} ids after {extra_ids} extra ids; a "
-      f"{vocab_type} vocabulary needs at least {minimum}"
-    )
   tokenizer = build_untrained(vocab_type, lowercase)
   if vocab_type == "byte-bpe":
     trainer = trainers.BpeTrainer(
@@ -199,6 +207,8 @@ def train_from_files(
   lowercase: bool = False,
 ) -> tuple[str, Vocabulary]:
   """`t5x-lite tokenizer train`: trains on text files (globs, gzip ok); writes the folder `out`."""
+  if vocab_type in ("byte-bpe", "wordpiece"):
+    _check_base_size(vocab_type, vocab_size, extra_ids)  # before reading or logging anything
   source = TextFileSource(input_patterns, mode="file")
   count = source.num_documents()
   logger.info("Training a %d-id %s tokenizer on %d files -> %s", vocab_size, vocab_type, count, out)

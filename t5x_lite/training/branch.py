@@ -82,7 +82,9 @@ def open_parent(config: ml_collections.ConfigDict, workdir: str) -> DecayBranch:
   mine, theirs = _flat(config), _flat(saved)
   for key in sorted(mine):
     if (
-      key.startswith(_SAME_AS_PARENT) and key != "data.num_shards" and mine[key] != theirs.get(key)
+      key.startswith(_SAME_AS_PARENT)
+      and key not in ("data.num_shards", "data.vocab_fingerprint")  # set by the run, not the user
+      and mine[key] != theirs.get(key)
     ):
       raise ConfigError(
         f"config.{key}={mine[key]!r} differs from the parent {parent} (step {step}: "
