@@ -166,9 +166,11 @@ def test_resuming_with_more_steps_warns_that_the_schedule_moves(make_config, cap
   assert caplog.text == ""
 
 
-def test_a_non_finite_update_from_finite_gradients_is_skipped():
+def test_a_non_finite_update_from_finite_gradients_is_flagged():
   """The check looked at the loss and the gradient norm only, so an optimizer whose update is
-  non-finite (eps=0 on a zero second moment, an infinite learning rate) wrote NaN weights."""
+  non-finite (eps=0 on a zero second moment, an infinite learning rate) wrote NaN weights that
+  were saved. The step now flags the updated parameters (`params_finite`), in both modes, and
+  the loop never saves such a state (test_a_non_finite_update_stops_the_run_unsaved)."""
   import dataclasses
 
   import jax.numpy as jnp
@@ -192,17 +194,33 @@ def test_a_non_finite_update_from_finite_gradients_is_skipped():
     "decoder_input_tokens": jnp.pad(tokens[:, :-1], ((0, 0), (1, 0))),
     "decoder_loss_weights": jnp.ones((2, 8), jnp.float32),
   }
-  for optimizer, finite in ((optax.sgd(jnp.inf), False), (optax.sgd(0.1), True)):
+  cases = [(optax.sgd(jnp.inf), skip, False) for skip in (True, False)]
+  cases += [(optax.sgd(0.1), skip, True) for skip in (True, False)]
+  for optimizer, skip, finite in cases:
     state = state_lib.create(params, optimizer)
     new, metrics = step_lib.train_step(
-      state, batch, jax.random.key(1), model=model, optimizer=optimizer, schedule=lambda s: 0.1
-    )
+      state, batch, jax.random.key(1), model=model, optimizer=optimizer, schedule=lambda s: 0.1,
+      skip_nonfinite=skip,
+    )  # fmt: skip
     assert bool(jnp.isfinite(metrics["grad_norm"][0]))  # the gradients were finite
     assert float(metrics["finite"][0]) == float(finite)
-    assert int(new.skipped_steps) == (0 if finite else 1)
+    assert float(metrics["params_finite"][0]) == float(finite)
+    assert int(new.skipped_steps) == 0  # the gradients were finite: the update was applied
+    leaves = jax.tree.leaves(new.params)
+    assert all(bool(jnp.isfinite(p).all()) for p in leaves) == finite
+  # A non-finite gradient: skipped (state unchanged) under 'skip', applied under 'stop'.
+  nan_batch = dict(batch, decoder_loss_weights=batch["decoder_loss_weights"] * jnp.nan)
+  for skip in (True, False):
+    optimizer = optax.sgd(0.1)
+    state = state_lib.create(params, optimizer)
+    new, metrics = step_lib.train_step(
+      state, nan_batch, jax.random.key(1), model=model, optimizer=optimizer,
+      schedule=lambda s: 0.1, skip_nonfinite=skip,
+    )  # fmt: skip
+    assert float(metrics["finite"][0]) == 0.0
+    assert int(new.skipped_steps) == int(skip)
     same = jax.tree.leaves(jax.tree.map(lambda a, b: bool((a == b).all()), params, new.params))
-    assert all(same) != finite
-    assert all(bool(jnp.isfinite(p).all()) for p in jax.tree.leaves(new.params))
+    assert all(same) == skip
 
 
 @pytest.mark.slow
@@ -235,6 +253,29 @@ def test_skip_gives_up_after_consecutive_non_finite_steps(
     loop.train_and_evaluate(config, workdir)
   checkpointer = checkpoints.open_existing(workdir)
   assert checkpointer.latest_step() <= 4
+
+
+@pytest.mark.parametrize("mode", ["skip", "stop"])
+def test_a_non_finite_update_stops_the_run_unsaved(
+  tmp_path, shared_vocab_workdir, make_config, mode
+):
+  """A learning rate finite in the config (1e39) but infinite in float32: the gradients are
+  finite, the update is not. The run stops with one message naming the last checkpoint, and
+  no checkpoint holds a non-finite parameter."""
+  from t5x_lite import checkpoints
+
+  workdir = shared_vocab_workdir(str(tmp_path / "run"))
+  config = make_config(
+    "gpt.py:tiny",
+    **{**QUICK, "train.steps": "6", "train.checkpoint_every": "2", "train.nonfinite": mode,
+       "optimizer.learning_rate": "1e39", "optimizer.warmup_steps": "0"},
+  )  # fmt: skip
+  match = "made the parameters non-finite" if mode == "skip" else "non-finite loss, gradient or"
+  with pytest.raises(loop.TrainingError, match=match) as stopped:
+    loop.train_and_evaluate(config, workdir)
+  assert "no checkpoint was saved yet" in str(stopped.value)
+  with pytest.raises(checkpoints.CheckpointError, match="no complete checkpoint"):
+    checkpoints.open_existing(workdir)
 
 
 def test_version_and_train_help_show_the_override_syntax(capsys):

@@ -46,12 +46,20 @@ class Hooks:
     return None
 
 
+def last_checkpoint(checkpointer: checkpoints.Checkpointer) -> str:
+  """'the last checkpoint is step N', or that there is none yet, for a stop message."""
+  latest = checkpointer.latest_step()
+  return (
+    "no checkpoint was saved yet" if latest is None else f"the last checkpoint is step {latest}"
+  )
+
+
 def format_scalars(scalars: dict[str, float]) -> str:
   return " | ".join(f"{k} {v:.4g}" for k, v in sorted(scalars.items()))
 
 
 class StopOnNonfinite:
-  """`train.nonfinite='stop'`: one small device->host copy per step; the update was not applied."""
+  """`train.nonfinite='stop'`: one small device->host copy per step; the state is not saved."""
 
   def __init__(self, checkpointer: checkpoints.Checkpointer):
     self.checkpointer = checkpointer
@@ -61,9 +69,9 @@ class StopOnNonfinite:
     if bool(jax.device_get(metrics["finite"][0])):
       return None
     self.message = (
-      f"non-finite loss or gradient at step {step}; stopping "
-      f"(config.train.nonfinite='stop'). The update was not applied; the last "
-      f"checkpoint is step {self.checkpointer.latest_step()}"
+      f"non-finite loss, gradient or update at step {step}; stopping "
+      f"(config.train.nonfinite='stop'). That state is not saved; "
+      f"{last_checkpoint(self.checkpointer)}"
     )
     return StopReason.NONFINITE
 
@@ -91,8 +99,8 @@ class GiveUpOnSkips:
       return None
     self.message = (
       f"{count} consecutive non-finite steps up to step {step} (every update refused): giving "
-      f"up (train.nonfinite='skip', train.max_consecutive_skips={self.patience}). No non-finite "
-      f"update was applied; the last checkpoint is step {self.checkpointer.latest_step()}"
+      f"up (train.nonfinite='skip', train.max_consecutive_skips={self.patience}). Nothing "
+      f"non-finite was saved; {last_checkpoint(self.checkpointer)}"
     )
     return StopReason.NONFINITE
 
@@ -121,6 +129,7 @@ class LogMetrics:
     fetched = [step_lib.finalize_metrics(m) for m in self.pending]
     scalars = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
     scalars.pop("finite", None)
+    scalars.pop("params_finite", None)
     if not self.keep_z_loss:
       scalars.pop("z_loss", None)
     scalars["skipped_steps"] = int(jax.device_get(state.skipped_steps))
@@ -151,15 +160,53 @@ class Evaluate:
     self.progress.write(f"eval at step {step}: " + format_scalars(results))
 
 
-class SaveCheckpoint:
-  """Every `every` steps before the last (the loop saves the last step itself)."""
+class NonfiniteParamsGuard:
+  """Remembers, on device, whether an applied update left non-finite parameters (a finite
+  gradient with a non-finite update: optimizer eps 0, an infinite learning rate). Read only
+  before a save (`ok()`), so no step waits for the host; such a state is never saved."""
 
-  def __init__(self, every: int, total_steps: int, save: Callable[[int, Any], None]):
-    self.every, self.total_steps, self.save = every, total_steps, save
+  def __init__(self, checkpointer: checkpoints.Checkpointer):
+    self.checkpointer = checkpointer
+    self.bad = None
+    self.message = ""
 
   def __call__(self, step: int, state: Any, metrics: dict) -> None:
+    del step, state
+    bad = metrics["params_finite"][0] == 0
+    self.bad = bad if self.bad is None else self.bad | bad
+
+  def ok(self, step: int) -> bool:
+    if self.bad is None or not bool(jax.device_get(self.bad)):
+      return True
+    self.message = (
+      f"an update up to step {step} made the parameters non-finite (the gradients were finite: "
+      f"check the optimizer settings); that state is not saved; "
+      f"{last_checkpoint(self.checkpointer)}"
+    )
+    return False
+
+
+class SaveCheckpoint:
+  """Every `every` steps before the last (the loop saves the last step itself); never a state
+  that `guard` found non-finite (the run stops instead)."""
+
+  def __init__(
+    self,
+    every: int,
+    total_steps: int,
+    save: Callable[[int, Any], None],
+    guard: NonfiniteParamsGuard | None = None,
+  ):
+    self.every, self.total_steps, self.save, self.guard = every, total_steps, save, guard
+    self.message = ""
+
+  def __call__(self, step: int, state: Any, metrics: dict) -> StopReason | None:
     if step % self.every == 0 and step < self.total_steps:
+      if self.guard is not None and not self.guard.ok(step):
+        self.message = self.guard.message
+        return StopReason.NONFINITE
       self.save(step, state)
+    return None
 
 
 class StopOnPreemption:

@@ -183,6 +183,7 @@ def train_and_evaluate(
   progress = _progress(config, setup, int(jax.device_get(state.step)), is_main, len(devices))
   step = int(jax.device_get(state.step))
   with preemption, setup.use_mesh():
+    guard = hooks_lib.NonfiniteParamsGuard(checkpointer)
     after_step = hooks_lib.Hooks(
       (
         [hooks_lib.StopOnNonfinite(checkpointer)]
@@ -190,9 +191,10 @@ def train_and_evaluate(
         else [hooks_lib.GiveUpOnSkips(train.max_consecutive_skips, checkpointer, train.log_every)]
       )
       + [
+        guard,
         hooks_lib.LogMetrics(train.log_every, train.steps, writer, progress, config.model.z_loss),
         hooks_lib.Evaluate(train.eval_every, train.steps, run_eval, writer, progress),
-        hooks_lib.SaveCheckpoint(train.checkpoint_every, train.steps, save),
+        hooks_lib.SaveCheckpoint(train.checkpoint_every, train.steps, save, guard),
         hooks_lib.StopOnPreemption(preemption),
       ]
     )
@@ -212,7 +214,10 @@ def train_and_evaluate(
 
     # -- 8. the end: a final checkpoint (also on preemption), evaluation, a sample -------------
     if reason is not StopReason.NONFINITE and checkpointer.latest_step() != step:
-      save(step, state, force=True)
+      if guard.ok(step):
+        save(step, state, force=True)
+      else:
+        reason, after_step.message = StopReason.NONFINITE, guard.message
     checkpointer.close()
     profiler.close()
     progress.close()

@@ -164,6 +164,7 @@ class RunSetup:
       self.model, self.optimizer, self.schedule, microbatches=self.config.train.microbatches,
       rules=self.rules, state_shardings=self.state_shardings, batch_sharding=self.batch_sharding,
       mesh=self.mesh, donate=donate, grad_clip=optimizers.clip_in_step(self.config),
+      skip_nonfinite=self.config.train.nonfinite == "skip",
     )  # fmt: skip
 
   def jit_eval_step(self):
