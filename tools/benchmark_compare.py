@@ -99,7 +99,10 @@ def run_peer(command: list[str], timeout: int) -> dict[str, Any]:
   """Runs the peer script; its last JSON line, with the wall time and the load before it."""
   load = os.getloadavg()[0]
   start = time.perf_counter()
-  done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+  # Our own XLA CPU settings (e.g. YNNPACK off) are not the peer's: its jax is another version.
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if "_ynn_" not in f)
+  done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
   lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
   if done.returncode != 0 or not lines:
     tail = (done.stderr or done.stdout)[-2000:]
@@ -150,7 +153,7 @@ def our_data(args) -> dict[str, Any]:
   import benchmark_data  # noqa: PLC0415 (tools/ is on sys.path)
 
   load = os.getloadavg()[0]
-  result = benchmark_data.run(min_tokens=args.data_tokens)
+  result = benchmark_data.run(min_tokens=args.data_tokens, vocab_path=args.data_vocab_path)
   return {"tokens_per_cpu_s": result["span_corruption"]["tokens_per_cpu_second"],
           "_load_before": load}  # fmt: skip
 
@@ -225,6 +228,9 @@ def add_arguments(p) -> None:
   p.add_argument("--timeout", type=int, default=1800, help="seconds for one peer run")
   p.add_argument("--data-seconds", type=float, default=20.0, help="seqio_span: peer seconds")
   p.add_argument("--data-tokens", type=int, default=4_000_000, help="seqio_span: our tokens")
+  p.add_argument("--data-vocab-path", default="",
+                 help="seqio_span: our vocabulary (a tokenizer folder from `t5x-lite tokenizer "
+                      "train`, or a .model); default: the SentencePiece the peer uses too")  # fmt: skip
 
 
 __all__ = ["PEERS", "add_arguments", "cmd_compare", "config_lib"]
