@@ -32,6 +32,7 @@ from t5x_lite.models.config import (
   INIT_SCHEMES,
   ModelConfig,
 )
+from t5x_lite.training import distill_config
 
 FAMILIES = ("decoder", "encoder", "encoder_decoder")
 DEFAULT_CONFIG = "gpt.py:tiny"
@@ -107,13 +108,13 @@ def base_config() -> ml_collections.ConfigDict:
   opt.grad_clip = 1.0  # clip the global gradient norm (0 = off)
 
   config.mesh = mesh = ml_collections.ConfigDict()
-  mesh.preset = (
-    ""  # '' (use the sizes below) | 'data' | 'fsdp' | 'fsdp+tensor' (partitioning.PRESETS)
-  )
+  mesh.preset = ""  # '' (the sizes below) | 'data' | 'fsdp' | 'fsdp+tensor' (partitioning.PRESETS)
   mesh.data = -1  # data-parallel axis size (-1 = the devices left over)
   mesh.fsdp = 1  # fully-sharded data parallel: params and optimizer state sharded
   mesh.tensor = 1  # tensor (model) parallel: heads, mlp, vocab
   mesh.rules = partitioning.DEFAULT_RULES  # logical axis -> mesh axes
+
+  config.distill = distill_config.defaults()  # knowledge distillation (training/distill_config.py)
 
   config.lock()
   return config
@@ -458,14 +459,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       f"{259 + d.extra_ids} ids (3 special + 256 bytes + {d.extra_ids} extra ids)",
     )
 
-  for field in (
-    "steps",
-    "batch_size",
-    "log_every",
-    "checkpoint_every",
-    "keep",
-    "microbatches",
-  ):
+  for field in ("steps", "batch_size", "log_every", "checkpoint_every", "keep", "microbatches"):
     _positive(f"train.{field}", t[field])
   _require(
     isinstance(t.eval_steps, int) and t.eval_steps >= 0,
@@ -519,6 +513,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     0.0 <= o.end_factor <= 1.0, f"config.optimizer.end_factor={o.end_factor}: expected [0, 1]"
   )
 
+  distill_config.validate(config)
   partitioning.check_mesh(config, num_devices)
   if num_devices is not None:
     sizes = partitioning.resolve_mesh_shape(config, num_devices)

@@ -39,6 +39,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
       "t5x_lite.runtime",
       "t5x_lite.reporting",
       "t5x_lite.models.config",
+      "t5x_lite.training.distill_config",
       "t5x_lite.data",
       "t5x_lite.data.ragged",
       "t5x_lite.data.keys",

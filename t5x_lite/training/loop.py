@@ -21,12 +21,13 @@ from jax.experimental import multihost_utils
 
 from t5x_lite import checkpoints, reporting, runtime
 from t5x_lite import config as config_lib
+from t5x_lite.convert import hf as hf_convert
 from t5x_lite.data import pipeline
 from t5x_lite.data.sharded_stream import HostBatchStream, host_validation_batches
 from t5x_lite.evaluation import evaluator, harness
 from t5x_lite.training import branch as branch_lib
+from t5x_lite.training import distill, init_from, observability
 from t5x_lite.training import hooks as hooks_lib
-from t5x_lite.training import init_from, observability
 from t5x_lite.training.hooks import StopReason
 from t5x_lite.training.preemption import Preemption
 from t5x_lite.training.setup import RunSetup
@@ -86,6 +87,11 @@ def train_and_evaluate(
     if train.init_from and not config.data.vocab_path and resume_step is None:
       # Fine-tuning reads text with the vocabulary of the run or HF folder it starts from.
       config.data.update(init_from.source_vocabulary(train.init_from))
+  # A distillation teacher is opened first; a student reads text with the teacher's vocabulary.
+  teacher_source = distill.open_teacher(config.distill.teacher) if config.distill.teacher else None
+  if teacher_source and config.data.vocab == "sentencepiece" and not config.data.vocab_path:
+    with config.unlocked():
+      config.data.update(teacher_source.vocabulary)
 
   # -- 4. data ----------------------------------------------------------------------------------
   vocabulary = _vocabulary(config, workdir, is_main)
@@ -125,6 +131,9 @@ def train_and_evaluate(
     )
     few_shot_tasks = harness.load_tasks(train.harness_tasks)
 
+  # A distillation teacher: loaded once, checked, frozen on this mesh (never checkpointed).
+  teacher = _load_teacher(config, setup, teacher_source, vocabulary) if teacher_source else None
+
   # -- 5. state: resumed, or fresh (and maybe initialized from another run) --------------------
   start = time.time()
   if resume_step is not None:
@@ -141,6 +150,12 @@ def train_and_evaluate(
     if train.init_from:  # params by name; the optimizer and the step start fresh
       params = init_from.load(state.params, train.init_from, setup.param_shardings, vocabulary)
       state = state.replace(params=params)
+    elif teacher is not None:  # DistilBERT's init: every other layer of the teacher
+      params = distill.init_student(state.params, teacher, setup.model,
+                                    config.distill.init_from_teacher)  # fmt: skip
+      if params is not None:
+        state = state.replace(params=setup.place_params(params))
+        logging.info("distill: the student starts from the teacher's layers")
   logging.info(
     "model: %s, %s parameters (%.1fs to create/restore)",
     type(setup.model).__name__,
@@ -150,8 +165,9 @@ def train_and_evaluate(
 
   # -- 6. steps -----------------------------------------------------------------------------------
   cache_dir = runtime.enable_compilation_cache(train.compilation_cache, workdir)
-  train_step, eval_step = setup.jit_train_step(), setup.jit_eval_step()
+  train_step, eval_step = setup.jit_train_step(teacher=teacher), setup.jit_eval_step()
   dropout_rng = jax.random.key(train.seed + 1)
+  step_inputs = (dropout_rng,) if teacher is None else (dropout_rng, teacher.params)
 
   def run_eval(params) -> dict[str, float]:
     with setup.use_mesh():
@@ -203,9 +219,9 @@ def train_and_evaluate(
     while step < train.steps and reason is StopReason.COMPLETED:
       batch = setup.global_batch(next(train_stream))
       if compiled is None:
-        compiled = _compile_step(train_step, state, batch, dropout_rng, cache_dir, progress)
+        compiled = _compile_step(train_step, state, batch, step_inputs, cache_dir, progress)
       with profiler.step(step + 1):
-        state, step_metrics = compiled(state, batch, dropout_rng)
+        state, step_metrics = compiled(state, batch, *step_inputs)
       step += 1
       profiler.after_step(step, step_metrics)
       reason = after_step(step, state, step_metrics) or StopReason.COMPLETED
@@ -259,13 +275,13 @@ def _warn_on_schedule_change(saved, config, resume_step: int) -> None:
   )  # fmt: skip
 
 
-def _compile_step(train_step, state, batch, rng, cache_dir: str, progress):
+def _compile_step(train_step, state, batch, inputs: tuple, cache_dir: str, progress):
   """The train step compiled ahead of the first call, and a line saying how long it took and
-  whether the persistent compilation cache had it."""
+  whether the persistent compilation cache had it. `inputs`: (rng,) or (rng, teacher params)."""
   progress.write("compiling the train step…")
   start = time.time()
   with runtime.CacheEvents() as events:
-    compiled = train_step.lower(state, batch, rng).compile()
+    compiled = train_step.lower(state, batch, *inputs).compile()
   if not cache_dir:
     cache = "no persistent compilation cache"
   elif events.hits:
@@ -274,6 +290,33 @@ def _compile_step(train_step, state, batch, rng, cache_dir: str, progress):
     cache = f"compiled and cached in {cache_dir}"
   progress.write(f"compiled the train step in {time.time() - start:.1f}s ({cache})")
   return compiled
+
+
+def _load_teacher(
+  config: ml_collections.ConfigDict, setup: RunSetup, source: distill.TeacherSource, vocabulary
+) -> distill.Teacher:
+  """The teacher on this run's mesh: the latest checkpoint of a t5x_lite run (restored as
+  `t5x_lite.load` restores params) or a Hugging Face folder (convert/hf, the one place that reads
+  HF names). Its vocabulary, kind and widths are checked before anything compiles (one-line
+  ConfigErrors); its params are never in the train state, so never checkpointed."""
+  distill.check_vocabulary(source.path, source.fingerprint(), vocabulary.fingerprint)
+  if source.kind == "hf":
+    model_config, host_params = hf_convert.import_hf(source.path, config.model.scan_layers)
+    teacher_setup = setup.teacher_setup(hf_convert.full_config(model_config, source.path))
+  else:
+    teacher_setup = setup.teacher_setup(source.checkpointer.restore_config(source.step))
+  weights = {name: float(config.distill[name]) for name in distill.WEIGHTS}
+  distill.DistillationModel(setup.model, teacher_setup.model, None, **weights)  # the checks
+  start = time.time()
+  if source.kind == "hf":
+    params = teacher_setup.place_params(host_params)
+  else:
+    params = teacher_setup.restore_params(source.checkpointer, source.step)
+  logging.info(
+    "distill: teacher %s (%s, %s parameters, %.1fs to load)", source.path,
+    type(teacher_setup.model).__name__, f"{teacher_setup.num_params:,}", time.time() - start,
+  )  # fmt: skip
+  return distill.Teacher(teacher_setup.model, params, teacher_setup.param_shardings, source.path)
 
 
 def _check_workdir(workdir: str) -> None:

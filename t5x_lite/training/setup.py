@@ -11,6 +11,8 @@ model, and parameters are always created or restored already sharded (flax lm1b'
   state, data = setup.restore_state(checkpointer, step, data_shards, num_shards)
   params = setup.restore_params(checkpointer, step)  # params only, sharded on the mesh
   train_step, eval_step = setup.jit_train_step(), setup.jit_eval_step()
+  teacher_setup = setup.teacher_setup(teacher_config)  # distillation: same mesh and rules
+  train_step = setup.jit_train_step(teacher=distill.Teacher(...))  # f(state, batch, rng, t_params)
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from jax.sharding import Mesh, NamedSharding
 
 from t5x_lite import checkpoints, partitioning
 from t5x_lite import config as config_lib
+from t5x_lite.errors import ConfigError
 from t5x_lite.models import BaseModel, build_model
-from t5x_lite.training import optimizers
+from t5x_lite.training import distill, optimizers
 from t5x_lite.training import state as state_lib
 from t5x_lite.training import step as step_lib
 
@@ -156,15 +159,52 @@ class RunSetup:
     """Only the params of `step` (latest when None), sharded on this mesh."""
     return checkpointer.restore_params(self.abstract_params(), step)
 
+  # -- a distillation teacher on this run's mesh ------------------------------------------------
+
+  def teacher_setup(self, teacher_config: ml_collections.ConfigDict) -> RunSetup:
+    """The RunSetup of a teacher (its own model config) on this run's devices, mesh, logical-axis
+    rules and batch shapes: its params are restored or placed with the student's sharding rules.
+    A teacher with learned positions must cover the student's sequences (else a ConfigError)."""
+    config = ml_collections.ConfigDict(teacher_config.to_dict())
+    config.mesh = ml_collections.ConfigDict(self.config.mesh.to_dict())
+    config.train.update(batch_size=self.config.train.batch_size,
+                        microbatches=self.config.train.microbatches)  # fmt: skip
+    config.data.pack = self.config.data.pack
+    config.data.feature_lengths = dict(self.config.data.feature_lengths)
+    teacher = build_model(config_lib.model_config(config))
+    lengths = model_feature_lengths(config, teacher)
+    m = config.model
+    if m.position == "learned" and max(lengths.values()) + m.position_offset > m.max_length:
+      raise ConfigError(
+        f"config.distill.teacher has model.max_length={m.max_length} learned positions; the "
+        f"student reads sequences of {max(lengths.values())} (data.feature_lengths)"
+      )
+    return RunSetup.create(config, self.devices)
+
+  def place_params(self, params: Any) -> Any:
+    """Params (host or device arrays) -> new buffers on this mesh with this run's param
+    shardings (never aliases of the input: a train state's buffers are donated each step)."""
+    return jax.device_put(params, self.param_shardings, may_alias=False)
+
   # -- the jitted steps ---------------------------------------------------------------------------
 
-  def jit_train_step(self, donate: bool = True):
-    """f(state, batch, rng) -> (state, metrics), jitted with the state's and batch's shardings."""
+  def jit_train_step(self, donate: bool = True, teacher: distill.Teacher | None = None):
+    """f(state, batch, rng) -> (state, metrics), jitted with the state's and batch's shardings.
+
+    With a distillation `teacher`: f(state, batch, rng, teacher.params), the loss is
+    `distill.DistillationModel`'s with `config.distill`'s weights (the teacher runs in the step).
+    """
+    model, teacher_shardings = self.model, None
+    if teacher is not None:
+      weights = {name: float(self.config.distill[name]) for name in distill.WEIGHTS}
+      model = distill.DistillationModel(self.model, teacher.model, None, **weights)
+      teacher_shardings = teacher.param_shardings
     return step_lib.jit_train_step(
-      self.model, self.optimizer, self.schedule, microbatches=self.config.train.microbatches,
+      model, self.optimizer, self.schedule, microbatches=self.config.train.microbatches,
       rules=self.rules, state_shardings=self.state_shardings, batch_sharding=self.batch_sharding,
       mesh=self.mesh, donate=donate, grad_clip=optimizers.clip_in_step(self.config),
       skip_nonfinite=self.config.train.nonfinite == "skip",
+      teacher_shardings=teacher_shardings,
     )  # fmt: skip
 
   def jit_eval_step(self):

@@ -95,6 +95,7 @@ def train_step(
   state: TrainState,
   batch: dict[str, jax.Array],
   rng: jax.Array,
+  teacher_params: Any = None,
   *,
   model,
   optimizer: optax.GradientTransformation,
@@ -116,7 +117,12 @@ def train_step(
   step on CPU, against 0.3% for this check after the fact (docs/benchmarks.md).
 
   `grad_clip` > 0: gradients scaled to that global norm as optax.clip_by_global_norm does (to
-  float rounding; the optimizer then has no clip of its own: optimizers.clip_in_step)."""
+  float rounding; the optimizer then has no clip of its own: optimizers.clip_in_step).
+
+  `teacher_params`: a distillation teacher's frozen params (training/distill.py), read by
+  `model`, never updated."""
+  if teacher_params is not None:
+    model = model.with_teacher_params(teacher_params)
   with nn.logical_axis_rules(rules):
     step_rng = jax.random.fold_in(rng, state.step)
     grads, metrics = compute_gradients(model, state.params, batch, step_rng, microbatches, rules)
@@ -200,10 +206,13 @@ def jit_train_step(
   donate: bool = True,
   grad_clip: float = 0.0,
   skip_nonfinite: bool = True,
+  teacher_shardings: Any = None,
 ):
   """`train_step` jitted once with explicit shardings, the state donated (its buffers reused).
 
-  Returns f(state, batch, rng) -> (state, metrics); metrics come back replicated.
+  Returns f(state, batch, rng) -> (state, metrics); metrics come back replicated. With
+  `teacher_shardings` (distillation): f(state, batch, rng, teacher_params), the teacher's params
+  an argument laid out like that (not donated, not a constant folded into the program).
   """
   replicated = partitioning.replicated(mesh)
   step = functools.partial(
@@ -218,7 +227,8 @@ def jit_train_step(
   )
   return jax.jit(
     step,
-    in_shardings=(state_shardings, batch_sharding, replicated),
+    in_shardings=(state_shardings, batch_sharding, replicated)
+    + (() if teacher_shardings is None else (teacher_shardings,)),
     out_shardings=(state_shardings, replicated),
     donate_argnums=(0,) if donate else (),
   )
