@@ -81,12 +81,12 @@ def test_mismatched_teacher_is_one_line_error():
   student = build_model(load_config_file("distilbert.py:tiny").model)
   other_vocab = build_model(load_config_file("distilbert.py:tiny").model.to_dict()
                             | {"vocab_size": 2048})  # fmt: skip
-  with pytest.raises(ConfigError, match=r"^distill.teacher has vocab_size=2048; the student has "
+  with pytest.raises(ConfigError, match=r"^config.distill.teacher has model.vocab_size=2048; the student has "
                      r"1024 \(the KL needs one vocabulary\)$"):  # fmt: skip
     distill.DistillationModel(student, other_vocab, None)
   gpt = build_model(load_config_file("gpt.py:tiny").model)
   with pytest.raises(
-    ConfigError, match="^distill.teacher is a DecoderModel; the student is an? EncoderModel"
+    ConfigError, match="^config.distill.teacher is a DecoderModel; the student is an EncoderModel"
   ):
     distill.DistillationModel(student, gpt, None)
 
@@ -108,8 +108,8 @@ def test_distillation_model_loss_and_gradients(spec):
   }
   same = distill.DistillationModel(teacher, teacher, t_params)
   loss, metrics = same.loss(t_params, batch)
-  np.testing.assert_allclose(metrics["distill_ce"][0], 0.0, atol=1e-4)
-  np.testing.assert_allclose(metrics["distill_cos"][0], 0.0, atol=1e-5)
+  np.testing.assert_allclose(metrics["distill/ce"][0], 0.0, atol=1e-4)
+  np.testing.assert_allclose(metrics["distill/cos"][0], 0.0, atol=1e-5)
   lm = metrics["lm_loss"][0] / metrics["lm_loss"][1]
   np.testing.assert_allclose(loss, 2.0 * lm, rtol=1e-5)
 
@@ -119,4 +119,4 @@ def test_distillation_model_loss_and_gradients(spec):
   assert all(np.isfinite(g).all() for g in jax.tree_util.tree_leaves(grads))
   assert float(sum(jnp.sum(jnp.abs(g)) for g in jax.tree_util.tree_leaves(grads))) > 0
   loss, metrics = jax.jit(model.loss)(s_params, batch)  # the teacher inside one jitted function
-  assert float(metrics["distill_ce"][0]) > 0 and np.isfinite(float(loss))
+  assert float(metrics["distill/ce"][0]) > 0 and np.isfinite(float(loss))

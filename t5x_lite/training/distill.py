@@ -78,22 +78,26 @@ def check_compatible(student: BaseModel, teacher: BaseModel, alpha_cos: float = 
   """One-line ConfigError when `teacher` cannot teach `student` (before anything compiles)."""
   s, t = student.config, teacher.config
   if type(student) is not type(teacher):
+
+    def a(name: str) -> str:
+      return f"{'an' if name[0] in 'AEIOU' else 'a'} {name}"
+
     raise ConfigError(
-      f"distill.teacher is a {type(teacher).__name__}; the student is a "
-      f"{type(student).__name__} (expected the same kind of model)"
+      f"config.distill.teacher is {a(type(teacher).__name__)}; the student is "
+      f"{a(type(student).__name__)} (expected the same kind of model)"
     )
   if s.vocab_size != t.vocab_size:
     raise ConfigError(
-      f"distill.teacher has vocab_size={t.vocab_size}; the student has {s.vocab_size} "
-      "(the KL needs one vocabulary)"
+      f"config.distill.teacher has model.vocab_size={t.vocab_size}; the student has "
+      f"{s.vocab_size} (the KL needs one vocabulary)"
     )
   if alpha_cos and s.d_model != t.d_model:
     raise ConfigError(
-      f"distill.alpha_cos={alpha_cos} needs equal widths: teacher d_model={t.d_model}, "
+      f"config.distill.alpha_cos={alpha_cos} needs equal widths: teacher d_model={t.d_model}, "
       f"student {s.d_model} (set distill.alpha_cos=0)"
     )
   if student.encoder_decoder:
-    raise ConfigError("distillation of encoder-decoder students is not supported")
+    raise ConfigError("config.distill.teacher: encoder-decoder students are not supported")
 
 
 def _stack_name(model: BaseModel) -> str:

@@ -305,8 +305,6 @@ def _load_teacher(
     teacher_setup = setup.teacher_setup(hf_convert.full_config(model_config, source.path))
   else:
     teacher_setup = setup.teacher_setup(source.checkpointer.restore_config(source.step))
-  weights = {name: float(config.distill[name]) for name in distill.WEIGHTS}
-  distill.DistillationModel(setup.model, teacher_setup.model, None, **weights)  # the checks
   start = time.time()
   if source.kind == "hf":
     params = teacher_setup.place_params(host_params)

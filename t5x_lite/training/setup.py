@@ -164,7 +164,8 @@ class RunSetup:
   def teacher_setup(self, teacher_config: ml_collections.ConfigDict) -> RunSetup:
     """The RunSetup of a teacher (its own model config) on this run's devices, mesh, logical-axis
     rules and batch shapes: its params are restored or placed with the student's sharding rules.
-    A teacher with learned positions must cover the student's sequences (else a ConfigError)."""
+    ConfigError when it cannot teach this run's model (`distill.check_compatible`) or its learned
+    positions do not cover the student's sequences."""
     config = ml_collections.ConfigDict(teacher_config.to_dict())
     config.mesh = ml_collections.ConfigDict(self.config.mesh.to_dict())
     config.train.update(batch_size=self.config.train.batch_size,
@@ -172,6 +173,7 @@ class RunSetup:
     config.data.pack = self.config.data.pack
     config.data.feature_lengths = dict(self.config.data.feature_lengths)
     teacher = build_model(config_lib.model_config(config))
+    distill.check_compatible(self.model, teacher, float(self.config.distill.alpha_cos))
     lengths = model_feature_lengths(config, teacher)
     m = config.model
     if m.position == "learned" and max(lengths.values()) + m.position_offset > m.max_length:
