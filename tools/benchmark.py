@@ -10,6 +10,12 @@
   data        the data pipeline's throughput (tools/benchmark_data.py).
   compare     a peer implementation (../shared/peers/, own venv) and our step on the same shape,
               interleaved, with the speed ratio and its spread (tools/benchmark_compare.py).
+  distill     a distillation teacher (2x the student's layers by default) and its student on
+              the same batch: forward (inference) and train step medians, the student's
+              speed-up over the teacher (DistilBERT: ~1.6x at inference for 6 vs 12 layers), and
+              the distillation step (student + frozen teacher in one jitted step).
+
+  python tools/benchmark.py distill --config distilbert.py:distilbert_base --batch 8 --length 128
 
   python tools/benchmark.py step --config gpt.py:gpt2_small --batch 4 --length 256 \\
       --dtype float32 --out step.json [--config.model.remat=full ...]
@@ -74,6 +80,8 @@ from benchmark_core import (  # noqa: E402
 from t5x_lite import checkpoints, decoding, partitioning, reporting  # noqa: E402
 from t5x_lite import config as config_lib  # noqa: E402
 from t5x_lite.models import build_model  # noqa: E402
+from t5x_lite.training import distill  # noqa: E402
+from t5x_lite.training.setup import RunSetup  # noqa: E402
 
 __all__ = ["main", "synthetic_batch", "parse_lengths", "measure_matmul_peak", "build_step"]
 
@@ -380,6 +388,83 @@ def cmd_compare(args, overrides) -> dict[str, Any]:
 # Output and command line.
 
 
+def _median_seconds(call, steps: int, warmup: int) -> float:
+  """Median wall seconds of `call()` (blocked on its result) over `steps` after `warmup`."""
+  times = []
+  for i in range(warmup + steps):
+    start = time.perf_counter()
+    block(call())
+    if i >= warmup:
+      times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def _distill_setup(config, devices) -> tuple[RunSetup, Any, dict]:
+  """(RunSetup, fresh state, global synthetic batch) of `config` at its batch and lengths."""
+  lengths = {k: int(v) for k, v in config.data.feature_lengths.items()}
+  model = build_model(config.model)
+  batch_size = config.train.batch_size
+  setup = RunSetup.create(config, devices, input_shapes=model.input_shapes(batch_size, lengths))
+  batch = synthetic_batch(setup.model, batch_size, lengths, config.model.vocab_size)
+  return setup, setup.init_state(), setup.global_batch(batch)
+
+
+def cmd_distill(args, overrides) -> dict[str, Any]:
+  config = config_lib.get_config(args.config, overrides, validate_config=False)
+  lengths = parse_lengths(args.length, config) if args.length else None
+  student = load_config(args.config, overrides, batch=args.batch, lengths=lengths, dtype=args.dtype)
+  layers = args.teacher_layers or 2 * student.model.num_layers
+  teacher = load_config(args.teacher_config or args.config,
+                        overrides + [("model.num_layers", str(layers))], batch=args.batch,
+                        lengths=lengths, dtype=args.dtype)  # fmt: skip
+  devices = jax.devices()[:1]
+  result: dict[str, Any] = {"config": args.config, "overrides": dict(overrides)}
+  for name, config in (("teacher", teacher), ("student", student)):
+    step = bench_step(config, steps=args.steps, warmup=args.warmup, devices=devices)
+    setup, state, batch = _distill_setup(config, devices)
+    forward = setup.jit_eval_step()
+    with setup.use_mesh():
+      forward_s = _median_seconds(lambda: forward(state.params, batch), args.steps, args.warmup)  # noqa: B023
+    result[name] = {
+      "layers": config.model.num_layers, "params": setup.num_params, "batch": step["batch"],
+      "lengths": step["lengths"], "forward_s": forward_s, "train_step_s": step["step_s"],
+    }  # fmt: skip
+    print(f"  {name}: {config.model.num_layers} layers, "
+          f"forward {forward_s * 1e3:.1f} ms, train step {step['step_s'] * 1e3:.1f} ms")  # fmt: skip
+  # The distillation step: the student's train step with the frozen teacher's forward inside.
+  setup, state, batch = _distill_setup(student, devices)
+  teacher_setup = setup.teacher_setup(teacher)
+  params = teacher_setup.init_state().params  # random weights time the same as trained ones
+  frozen = distill.Teacher(teacher_setup.model, params, teacher_setup.param_shardings, "random")
+  step = setup.jit_train_step(teacher=frozen)
+  rng = jax.random.key(1)
+  with setup.use_mesh():
+    compiled = step.lower(state, batch, rng, params).compile()
+    holder = [state]
+
+    def distill_call():
+      holder[0], metrics = compiled(holder[0], batch, rng, params)
+      return holder[0], metrics
+
+    result["distill_step_s"] = _median_seconds(distill_call, args.steps, args.warmup)
+  t, s = result["teacher"], result["student"]
+  result["speedup_forward"] = t["forward_s"] / s["forward_s"]
+  result["speedup_train_step"] = t["train_step_s"] / s["train_step_s"]
+  _print_table(
+    ["", "layers", "params", "forward (ms)", "train step (ms)"],
+    [
+      ("teacher", t["layers"], f"{t['params']:,}", f"{t['forward_s'] * 1e3:.1f}",
+       f"{t['train_step_s'] * 1e3:.1f}"),
+      ("student", s["layers"], f"{s['params']:,}", f"{s['forward_s'] * 1e3:.1f}",
+       f"{s['train_step_s'] * 1e3:.1f}"),
+      ("distillation step", "", "", "", f"{result['distill_step_s'] * 1e3:.1f}"),
+      ("student speed-up", "", "", f"{result['speedup_forward']:.2f}x",
+       f"{result['speedup_train_step']:.2f}x"),
+    ],
+  )  # fmt: skip
+  return result
+
+
 def _print_table(header: list[str], rows: list[tuple]) -> None:
   cells = [list(map(str, header))] + [list(map(str, row)) for row in rows]
   widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
@@ -450,6 +535,16 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--corpus", default="")
   p.add_argument("--min-tokens", type=int, default=1_000_000)
 
+  p = add("distill", "teacher vs student: forward and train step, the student's speed-up")
+  p.add_argument("--config", default="distilbert.py:distilbert_base", help="the student")
+  p.add_argument("--teacher-config", default="", help="default: --config")
+  p.add_argument("--teacher-layers", type=int, default=0, help="default: 2x the student's")
+  p.add_argument("--batch", type=int, default=8)
+  p.add_argument("--length", default="128", help="'128' or 'inputs=512,targets=114'")
+  p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
+  p.add_argument("--steps", type=int, default=10)
+  p.add_argument("--warmup", type=int, default=2)
+
   p = add("compare", "a peer (HF Flax, PyTorch, SeqIO) and ours, interleaved: speed ratios")
   benchmark_compare.add_arguments(p)
   return parser
@@ -464,6 +559,7 @@ COMMANDS = {
   "checkpoint": cmd_checkpoint,
   "presets": cmd_presets,
   "data": cmd_data,
+  "distill": cmd_distill,
 }
 
 
