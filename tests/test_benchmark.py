@@ -69,3 +69,27 @@ def test_step_benchmark_on_tiny_gpt(bench, tmp_path):
   assert abs(result["loss_last"] - math.log(1024)) < 0.5
   assert result["peak_rss_gib"] > 0.1
   assert returned["step_s"] == result["step_s"]
+
+
+@pytest.mark.slow
+def test_distill_benchmark_on_tiny_distilbert(bench, tmp_path):
+  """`distill`: a 2-layer teacher (2x the student) and the 1-layer student on one shape; the
+  speed-ups are the ratios of the medians written."""
+  from t5x_lite import config as config_lib
+  from t5x_lite.models import build_model
+
+  out = tmp_path / "distill.json"
+  argv = ["distill", "--config", "distilbert.py:tiny", "--batch", "2", "--length", "16"]
+  bench.main(argv + ["--steps", "2", "--warmup", "1", "--out", str(out)])
+  result = json.loads(out.read_text())
+  teacher, student = result["teacher"], result["student"]
+  assert (teacher["layers"], student["layers"]) == (2, 1)
+  for part, layers in ((teacher, 2), (student, 1)):
+    config = config_lib.get_config("distilbert.py:tiny", [("model.num_layers", str(layers))])
+    assert part["params"] == build_model(config_lib.model_config(config)).num_params()
+    assert (part["batch"], part["lengths"]) == (2, {"inputs": 16})
+  assert math.isclose(result["speedup_forward"], teacher["forward_s"] / student["forward_s"])
+  assert math.isclose(
+    result["speedup_train_step"], teacher["train_step_s"] / student["train_step_s"]
+  )
+  assert result["distill_step_s"] > 0
