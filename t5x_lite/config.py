@@ -441,8 +441,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       f"config.data.feature_lengths={lengths}: sequence length {longest} is over "
       f"model.max_length={m.max_length} learned positions",
     )
-  # With train.init_from and no vocab_path, the vocabulary is the one of the run started from.
-  if d.vocab == "sentencepiece" and not d.vocab_path and not config.train.init_from:
+  # With train.init_from or distill.teacher and no vocab_path, the vocabulary is that run's.
+  if d.vocab == "sentencepiece" and not (d.vocab_path or t.init_from or config.distill.teacher):
     _require(
       d.vocab_size > d.extra_ids + 3,
       f"config.data.vocab_size={d.vocab_size}: expected more than extra_ids + 3 = {d.extra_ids + 3}",

@@ -180,6 +180,50 @@ def test_distill_resume_is_bit_exact(teacher, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, restore(straight), restore(resumed))
 
 
+@pytest.mark.slow  # ~25-45 s on 2 shared cores: two runs and a conversion
+def test_hf_folder_teacher_equals_its_run(teacher, tmp_path):
+  """The teacher exported to a Hugging Face folder (`t5x-lite convert --to hf`) teaches exactly
+  as its run does: same losses and parts at every step (the student reads the folder's
+  tokenizer, which it adopts with data.vocab_path empty)."""
+  hf_dir = tmp_path / "hf"
+  assert cli.main(["convert", "--to", "hf", "--model", teacher, "--out", str(hf_dir)]) == 0
+  assert (
+    train(tmp_path / "run", f"--config.distill.teacher={teacher}", "--config.train.steps=2") == 0
+  )
+  assert train(tmp_path / "hf_student", f"--config.distill.teacher={hf_dir}",
+               "--config.train.steps=2", "--config.data.vocab=sentencepiece") == 0  # fmt: skip
+  keys = ("train/loss", "train/distill/ce", "train/distill/cos", "train/lm_loss")
+  run = [[r[k] for k in keys] for r in rows(tmp_path / "run") if "train/loss" in r]
+  from_hf = [[r[k] for k in keys] for r in rows(tmp_path / "hf_student") if "train/loss" in r]
+  assert len(run) == 2
+  np.testing.assert_allclose(from_hf, run, rtol=1e-6)
+
+
+@pytest.mark.slow  # ~25-45 s on 2 shared cores: two runs and a conversion
+def test_encoder_student_from_bert_teacher(tmp_path):
+  """DistilBERT from a tiny BERT (MLM + NSP, token types, pooler): MLM + KL + cos, the student
+  starts from BERT's layer 0 of 2 (its token types, pooler and NSP head dropped), and eval
+  reports the student's MLM loss alone."""
+  lengths = "--config.data.feature_lengths={'inputs': 64}"
+  bert = tmp_path / "bert"
+  assert train(bert, lengths, "--config.train.steps=2", config="bert.py:tiny") == 0
+  student = tmp_path / "distilbert"
+  assert train(student, lengths, "--config.train.steps=2", "--config.train.checkpoint_every=1",
+               f"--config.distill.teacher={bert}", config="distilbert.py:tiny") == 0  # fmt: skip
+  train_rows = [r for r in rows(student) if "train/loss" in r]
+  for r in train_rows:
+    parts = 5.0 * r["train/distill/ce"] + 2.0 * r["train/lm_loss"] + r["train/distill/cos"]
+    np.testing.assert_allclose(r["train/loss"], parts, rtol=1e-5)
+  final = [r for r in rows(student) if "eval/loss" in r][-1]
+  assert "eval/nsp_loss" not in final and final["eval/loss"] == final["eval/mlm_loss"]
+  first = traverse_util.flatten_dict(restore(student, 1))
+  taught = traverse_util.flatten_dict(restore(bert))
+  assert not any(name[0] in ("token_type_embedder", "pooler") for name in first)
+  for name, value in first.items():
+    want = taught[name][:1] if "layers" in name else taught[name]
+    np.testing.assert_array_equal(value, want, err_msg="/".join(name))
+
+
 def distillation_margin(root, seed: int = 0) -> dict[str, float]:
   """Held-out losses on the bundled corpus: a 4-layer tiny GPT teacher (60 steps), then its
   2-layer student for 30 steps with the teacher (DistilBERT's recipe: every other layer, then
