@@ -6,8 +6,10 @@ Variants (`--config distilbert.py:VARIANT`):
                      (DistilBertForMaskedLM: 66,985,530 parameters).
 
 Pre-training reads MLM without NSP (`pydoc_roberta_mlm`: FULL-SENTENCES rows, dynamic masks, as
-DistilBERT's own recipe follows RoBERTa's). DistilBERT's distillation loss (a teacher's soft
-targets, alpha_ce 5, alpha_mlm 2, alpha_cos 1, T = 2) is not implemented yet (see README).
+DistilBERT's own recipe follows RoBERTa's). DistilBERT's distillation from a teacher (its soft
+targets and hidden states: alpha_ce 5, alpha_mlm 2, alpha_cos 1, T = 2; the student initialised
+from every other teacher layer) is `--config.distill.teacher=WORKDIR_OR_HF_DIR`
+(training/distill.py, README "Distillation"), e.g. from a `bert.py` or `roberta.py` run.
 """
 
 from t5x_lite.config import base_config
