@@ -156,6 +156,8 @@ def train_and_evaluate(
       if params is not None:
         state = state.replace(params=setup.place_params(params))
         logging.info("distill: the student starts from the teacher's layers")
+      elif config.distill.init_from_teacher == "auto":
+        logging.info("distill: the student's shapes do not fit the teacher's: random init")
   logging.info(
     "model: %s, %s parameters (%.1fs to create/restore)",
     type(setup.model).__name__,
