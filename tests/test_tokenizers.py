@@ -548,3 +548,29 @@ def test_tasks_show_whole_word_mlm_with_a_wordpiece_vocabulary(tmp_path, capsys)
   out = capsys.readouterr().out
   assert "[CLS]" in out and "[SEP]" in out and "[MASK]" in out
   assert any(name.startswith("wordpiece_800_") for name in os.listdir(tmp_path / "vocab"))
+
+
+@pytest.mark.parametrize("model_type", ["unigram", "bpe", "char"])
+def test_sentencepiece_model_type_is_read_from_the_wire_format(tmp_path, model_type):
+  """The trainer type as `sentencepiece_model_pb2` reads it (that module refuses protobuf 6)."""
+  import sentencepiece as spm
+
+  from t5x_lite.data.hf_vocabulary import sentencepiece_model_type
+
+  rng = np.random.default_rng(0)
+  letters = list("abcdefghijklmnopqrstuvwxyz")
+  words = ["".join(rng.choice(letters, size=rng.integers(2, 9))) for _ in range(3000)]
+  (tmp_path / "t.txt").write_text("\n".join(" ".join(words[i : i + 12]) for i in range(0, 2988)))
+  spm.SentencePieceTrainer.train(
+    input=str(tmp_path / "t.txt"), model_prefix=str(tmp_path / "m"), model_type=model_type,
+    vocab_size=40 if model_type == "char" else 120, minloglevel=2,
+  )  # fmt: skip
+  proto = (tmp_path / "m.model").read_bytes()
+  assert sentencepiece_model_type(proto) == model_type
+  try:
+    from sentencepiece import sentencepiece_model_pb2 as pb
+  except Exception:  # protobuf 6 (Apache Beam's pin): the generated module does not load
+    return
+  model = pb.ModelProto()
+  model.ParseFromString(proto)
+  assert pb.TrainerSpec.ModelType.Name(model.trainer_spec.model_type).lower() == model_type

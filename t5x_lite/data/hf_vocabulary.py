@@ -432,13 +432,52 @@ def _mark_special(tokenizer: tokenizers.Tokenizer, roles: Mapping[str, str]) -> 
   tokenizer.add_special_tokens([tokenizers.AddedToken(t, special=True) for t in present])
 
 
-def sentencepiece_model_type(model_proto: bytes) -> str:
-  """'unigram', 'bpe', 'word' or 'char': the trainer type a SentencePiece model records."""
-  from sentencepiece import sentencepiece_model_pb2  # protobuf: a dependency of grain and orbax
+_SENTENCEPIECE_TYPES = {1: "unigram", 2: "bpe", 3: "word", 4: "char"}  # TrainerSpec.ModelType
 
-  model = sentencepiece_model_pb2.ModelProto()
-  model.ParseFromString(model_proto)
-  return sentencepiece_model_pb2.TrainerSpec.ModelType.Name(model.trainer_spec.model_type).lower()
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+  value = shift = 0
+  while True:
+    byte = buf[i]
+    i += 1
+    value |= (byte & 0x7F) << shift
+    if byte < 0x80:
+      return value, i
+    shift += 7
+
+
+def _proto_fields(buf: bytes):
+  """(field number, wire type, value) of a serialized protobuf message, top level only."""
+  i = 0
+  while i < len(buf):
+    key, i = _varint(buf, i)
+    field, wire = key >> 3, key & 7
+    if wire == 0:
+      value, i = _varint(buf, i)
+    elif wire == 2:
+      size, i = _varint(buf, i)
+      value, i = buf[i : i + size], i + size
+    elif wire in (1, 5):
+      value, i = None, i + (8 if wire == 1 else 4)
+    else:
+      raise ValueError(f"not a SentencePiece model (protobuf wire type {wire})")
+    yield field, wire, value
+
+
+def sentencepiece_model_type(model_proto: bytes) -> str:
+  """'unigram', 'bpe', 'word' or 'char': the trainer type a SentencePiece model records
+  (ModelProto.trainer_spec = field 2, TrainerSpec.model_type = field 3, default unigram).
+
+  Read from the wire format rather than through `sentencepiece_model_pb2`: that module is
+  generated for protobuf 7 and refuses to load under protobuf 6, which Apache Beam pins."""
+  buf = memoryview(model_proto)
+  for field, wire, value in _proto_fields(buf):
+    if field == 2 and wire == 2:
+      for inner, inner_wire, model_type in _proto_fields(value):
+        if inner == 3 and inner_wire == 0:
+          return _SENTENCEPIECE_TYPES.get(model_type, "unigram")
+      return "unigram"
+  return "unigram"
 
 
 def save_vocabulary(vocabulary: Vocabulary, directory: str) -> list[str]:
