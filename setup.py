@@ -54,7 +54,8 @@ setuptools.setup(
     # tensorflow-datasets reads ArrayRecord datasets without TensorFlow (the TFDS source test
     # builds a tiny one); the suite also runs the lm-evaluation-harness adapter and W&B offline
     # logging. Apache Beam is not in it: it pins protobuf < 7, which breaks transformers' and
-    # sentencepiece's protobuf 7 code; its test runs where the `beam` extra is installed.
+    # sentencepiece's protobuf 7 code; tests/test_curation_beam_env.py runs its tests in an
+    # overlay venv that has it.
     "test": [
       "pytest>=8.0",
       "pytest-xdist>=3.5",
