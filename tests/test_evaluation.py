@@ -70,8 +70,8 @@ def test_eval_of_text_to_text_reports_task_metrics(t5_run):
   assert first["loss"] == pytest.approx(result["eval"]["loss"], rel=1e-6)
   assert first["task"] == TASK and first["step"] == 2
   assert first["num_examples"] == 16  # 2 batches of 8 unpacked examples
-  assert 0.0 <= first["task/exact_match"] <= 100.0
-  assert 0.0 <= first["task/rouge_l"] <= 100.0
+  assert 0.0 <= first["task/exact_match"] <= 1.0  # fractions, as `accuracy`
+  assert 0.0 <= first["task/rouge_l"] <= 1.0
   # The training loop's evaluation reports the same task metrics.
   for key in ("task/exact_match", "task/rouge_l", "num_examples"):
     assert result["eval"][key] == pytest.approx(first[key]), key
