@@ -101,6 +101,11 @@ def test_generate_cli_for_the_encoder_decoder(t5_run, tmp_path, capsys):
   scores = model.score(["summarize: this"], ["this"])
   assert scores.shape == (1,) and scores[0] < 0
   capsys.readouterr()
+  # Printed, a T5 output is not glued to its prompt (it is no continuation of it).
+  argv = ["generate", "--workdir", workdir, "--prompt", "summarize: this", "--max-new-tokens", "5"]
+  assert cli.main(argv) == 0
+  (expected,) = model.generate(["summarize: this"], max_new_tokens=5)
+  assert capsys.readouterr().out.splitlines() == ["summarize: this", f"  -> {expected}"]
   assert cli.main(["generate", "--workdir", workdir, "--prompt-file", str(tmp_path / "x")]) == 2
   assert "does not exist" in capsys.readouterr().err
   assert cli.main(["generate", "--workdir", workdir, "--prompt", ""]) == 2

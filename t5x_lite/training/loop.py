@@ -26,7 +26,7 @@ from t5x_lite.data.sharded_stream import HostBatchStream, host_validation_batche
 from t5x_lite.evaluation import evaluator, harness
 from t5x_lite.training import branch as branch_lib
 from t5x_lite.training import hooks as hooks_lib
-from t5x_lite.training import init_from, observability
+from t5x_lite.training import init_from, memory, observability
 from t5x_lite.training.hooks import StopReason
 from t5x_lite.training.preemption import Preemption
 from t5x_lite.training.setup import RunSetup
@@ -42,8 +42,14 @@ def train_and_evaluate(
   """Trains `config` in `workdir`, resuming from its latest checkpoint.
 
   `devices`: the devices of the mesh (default: all). Returns the final step, eval metrics and
-  params (or {'preempted': True} after a SIGTERM).
+  params (or {'preempted': True} after a SIGTERM). On every error path (a failed restore,
+  Ctrl-C, a bad batch) the checkpoint manager is closed before the error propagates.
   """
+  with checkpoints.close_on_exit():
+    return _train_and_evaluate(config, workdir, devices)
+
+
+def _train_and_evaluate(config, workdir, devices) -> dict[str, Any]:
   # -- 1. config and workdir -------------------------------------------------------------------
   devices = list(devices) if devices is not None else jax.devices()
   config_lib.validate(config, num_devices=len(devices))
@@ -55,6 +61,7 @@ def train_and_evaluate(
 
   # -- 2. mesh, model, optimizer, shapes and shardings ----------------------------------------
   setup = RunSetup.create(config, devices)
+  memory.check_fits(setup)  # the state's and the batches' bytes, before anything is allocated
   logging.info(
     "mesh %s over %d devices (%d processes)",
     dict(setup.mesh.shape),
