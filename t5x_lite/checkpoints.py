@@ -83,6 +83,21 @@ def _ignore_closed_loop_stragglers() -> None:
   sys.unraisablehook = hook
 
 
+class _NoInterruptTraceback(logging.Filter):
+  """Drops Orbax's `logging.exception` of a KeyboardInterrupt (a second Ctrl-C while it waits
+  for a save): the CLI says "interrupted" in one line; the traceback says nothing more."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    error = record.exc_info[0] if record.exc_info else None
+    return not (error is not None and issubclass(error, KeyboardInterrupt))
+
+
+def _quiet_interrupts() -> None:
+  absl_logger = logging.getLogger("absl")  # Orbax logs through absl
+  if not any(isinstance(f, _NoInterruptTraceback) for f in absl_logger.filters):
+    absl_logger.addFilter(_NoInterruptTraceback())
+
+
 _open_checkpointers: list[Checkpointer] = []
 
 
@@ -226,6 +241,7 @@ class Checkpointer:
       raise CheckpointError(f"cannot use checkpoint directory {directory}: {e}") from e
     self._closed = False
     _ignore_closed_loop_stragglers()
+    _quiet_interrupts()
     _open_checkpointers.append(self)
 
   # -- queries ------------------------------------------------------------------------------
