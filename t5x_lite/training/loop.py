@@ -146,7 +146,9 @@ def _train_and_evaluate(config, workdir, devices) -> dict[str, Any]:
   else:
     state = setup.init_state()
     if train.init_from:  # params by name; the optimizer and the step start fresh
-      params = init_from.load(state.params, train.init_from, setup.param_shardings, vocabulary)
+      params = init_from.load(
+        state.params, train.init_from, setup.param_shardings, vocabulary, setup.model
+      )
       state = state.replace(params=params)
   logging.info(
     "model: %s, %s parameters (%.1fs to create/restore)",
