@@ -229,10 +229,14 @@ class SentencePieceVocabulary(Vocabulary):
         f"{where} is not a valid SentencePiece model ({len(model)} bytes that do not parse): "
         "a corrupt or partial file, or another format"
       ) from None
+    if self._processor.get_piece_size() == 0:
+      raise DataError(
+        f"{where} is not a valid SentencePiece model: it holds no pieces ({len(model)} bytes)"
+      )
     found = (self._processor.pad_id(), self._processor.eos_id(), self._processor.unk_id())
     if found != (PAD_ID, EOS_ID, UNK_ID):
       raise DataError(
-        f"SentencePiece model has (pad, eos, unk) ids {found}, expected (0, 1, 2) "
+        f"{where} has (pad, eos, unk) ids {found}, expected (0, 1, 2) "
         "(train it with pad_id=0 eos_id=1 unk_id=2 bos_id=-1, or use `t5x-lite tokenizer train`)"
       )
 
