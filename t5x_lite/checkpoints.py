@@ -83,22 +83,33 @@ def _ignore_closed_loop_stragglers() -> None:
   sys.unraisablehook = hook
 
 
-class _NoInterruptTraceback(logging.Filter):
-  """Drops Orbax's `logging.exception` of a KeyboardInterrupt (a second Ctrl-C while it waits
-  for a save): the CLI says "interrupted" in one line; the traceback says nothing more."""
+class _OrbaxStragglers(logging.Filter):
+  """Drops two kinds of log records that repeat an error already reported in one line:
+  Orbax's `logging.exception` of a KeyboardInterrupt (a second Ctrl-C while it waits for a
+  save; the CLI says "interrupted"), and asyncio's "Task exception was never retrieved" for
+  Orbax's sibling reads of a restore that failed (logged whenever they are garbage-collected,
+  each with TensorStore's whole spec). Both still go to the debug log."""
 
   def filter(self, record: logging.LogRecord) -> bool:
     error = record.exc_info[0] if record.exc_info else None
-    return not (error is not None and issubclass(error, KeyboardInterrupt))
+    interrupted = error is not None and issubclass(error, KeyboardInterrupt)
+    message = record.getMessage()
+    unretrieved = message.startswith("Task exception was never retrieved") and "orbax" in message
+    if interrupted or unretrieved:
+      logging.getLogger(__name__).debug("%s", message, exc_info=record.exc_info)
+      return False
+    return True
 
 
-def _quiet_interrupts() -> None:
-  absl_logger = logging.getLogger("absl")  # Orbax logs through absl
-  if not any(isinstance(f, _NoInterruptTraceback) for f in absl_logger.filters):
-    absl_logger.addFilter(_NoInterruptTraceback())
+def _quiet_stragglers() -> None:
+  for name in ("absl", "asyncio"):  # Orbax logs through absl; asyncio through its own logger
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _OrbaxStragglers) for f in logger.filters):
+      logger.addFilter(_OrbaxStragglers())
 
 
-_open_checkpointers: list[Checkpointer] = []
+# One list per open `close_on_exit` block: the Checkpointers created inside it.
+_scopes: list[list[Checkpointer]] = []
 
 
 @contextlib.contextmanager
@@ -107,7 +118,8 @@ def close_on_exit():
   or not (the training loop's error paths: a failed restore, Ctrl-C, a bad batch), so no Orbax
   thread outlives the run and prints into the one-line error. A save in flight is finished
   first, except after a KeyboardInterrupt (a second Ctrl-C exits at once)."""
-  first = len(_open_checkpointers)
+  created: list[Checkpointer] = []
+  _scopes.append(created)
   completed = interrupted = False
   try:
     yield
@@ -116,7 +128,8 @@ def close_on_exit():
     interrupted = True
     raise
   finally:
-    for checkpointer in _open_checkpointers[first:][::-1]:
+    _scopes.remove(created)
+    for checkpointer in created[::-1]:
       try:
         checkpointer.close(wait=not interrupted)
       except Exception:  # noqa: BLE001 - never hide the error being reported behind this one
@@ -241,8 +254,9 @@ class Checkpointer:
       raise CheckpointError(f"cannot use checkpoint directory {directory}: {e}") from e
     self._closed = False
     _ignore_closed_loop_stragglers()
-    _quiet_interrupts()
-    _open_checkpointers.append(self)
+    _quiet_stragglers()
+    if _scopes:
+      _scopes[-1].append(self)
 
   # -- queries ------------------------------------------------------------------------------
 
@@ -369,8 +383,6 @@ class Checkpointer:
     if self._closed:
       return
     self._closed = True
-    if self in _open_checkpointers:
-      _open_checkpointers.remove(self)
     if wait:
       self.manager.wait_until_finished()
     self.manager.close()

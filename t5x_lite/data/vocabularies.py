@@ -267,16 +267,17 @@ def sentencepiece_training_error(
   words: what is wrong with the input or the size, and what to change."""
   if sentences == 0:
     return "no text to train a vocabulary on: the input has no non-empty line"
+  lines = f"{sentences} line{'s' if sentences != 1 else ''}"
   too_high = re.search(r"value <= (\d+)", message)
   if too_high:
     most = int(too_high.group(1))
     return (
-      f"vocab_size={vocab_size} is too large for this text ({sentences} lines): SentencePiece "
+      f"vocab_size={vocab_size} is too large for this text ({lines}): SentencePiece "
       f"finds at most {most} pieces in it, so use a vocab size of at most {most + extra_ids} "
       f"(with {extra_ids} extra ids) or train on more text"
     )
   detail = re.sub(r"^\w+: src/\S+ \[.*?\]\s*", "", message.strip().splitlines()[0])
-  return f"SentencePiece could not train {vocab_size - extra_ids} pieces on {sentences} lines: " + (
+  return f"SentencePiece could not train {vocab_size - extra_ids} pieces on {lines}: " + (
     detail or "the trainer gave no reason"
   )
 
@@ -300,12 +301,14 @@ def train_sentencepiece(
     raise ValueError(f"model_type={model_type!r}: expected 'unigram' or 'bpe'")
   base_size = vocab_size - extra_ids
   if base_size < 4:
-    raise ValueError(
+    raise DataError(
       f"vocab_size={vocab_size} leaves {base_size} pieces after {extra_ids} extra ids"
     )
 
+  count = 0  # sentences given to the trainer (its errors are explained with it)
+
   def sentences():
-    count = 0
+    nonlocal count
     for text in texts:
       for line in text.split("\n"):
         if line.strip():
@@ -314,17 +317,10 @@ def train_sentencepiece(
           if count >= max_sentences:
             return
 
-  counted = [0]
-
-  def counted_sentences():
-    for line in sentences():
-      counted[0] += 1
-      yield line
-
   buffer = io.BytesIO()
   try:
     spm.SentencePieceTrainer.train(
-      sentence_iterator=counted_sentences(),
+      sentence_iterator=sentences(),
       model_writer=buffer,
       vocab_size=base_size,
       model_type=model_type,
@@ -337,9 +333,7 @@ def train_sentencepiece(
       minloglevel=2,  # no flood of trainer logs on stderr
     )
   except RuntimeError as e:
-    raise DataError(
-      sentencepiece_training_error(str(e), counted[0], vocab_size, extra_ids)
-    ) from None
+    raise DataError(sentencepiece_training_error(str(e), count, vocab_size, extra_ids)) from None
   path = epath.Path(model_path)  # local or gs:// (a workdir on a bucket)
   path.parent.mkdir(parents=True, exist_ok=True)
   temporary = path.parent / f"{path.name}.tmp{os.getpid()}"
