@@ -97,3 +97,81 @@ def test_limits_host_and_device():
   assert memory.device_memory_limit(fake[2:]) is None
   assert memory.format_bytes(6.4e12) == "5.8 TiB" and memory.format_bytes(512) == "512 B"
   assert memory.host_memory_available() > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# A failed allocation is reported, never waited on forever.
+
+
+def test_wait_until_ready_returns_for_computed_arrays():
+  tree = {"a": jax.numpy.ones((4, 4)) * 2, "step": jax.numpy.zeros((), "int32")}
+  memory.wait_until_ready(tree, "x", timeout_s=60)
+  memory.wait_until_ready({"nothing": 1.0}, "x", timeout_s=60)
+
+
+def test_a_failed_allocation_is_one_config_error(monkeypatch):
+  def exhausted(tree):
+    raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 402653184 bytes.\nmore")
+
+  monkeypatch.setattr(jax, "block_until_ready", exhausted)
+  with pytest.raises(memory.DeviceMemoryError) as error:
+    memory.wait_until_ready([jax.numpy.ones(3)], "creating the train state", 60, "state 4 GiB")
+  assert str(error.value) == (
+    "creating the train state failed: RESOURCE_EXHAUSTED: Out of memory allocating 402653184 "
+    "bytes. (state 4 GiB); use a smaller model or batch, more devices, or shard the state "
+    "(mesh.fsdp), or remat (model.remat)"
+  )
+  assert isinstance(error.value, ConfigError)  # the CLI's one-line path
+
+
+def test_a_computation_that_never_completes_times_out(monkeypatch):
+  """XLA's CPU client, after a failed allocation, can leave a copy to the host blocked forever:
+  the wait gives up after train.ready_timeout seconds."""
+  import threading
+  import time
+
+  never = threading.Event()
+  monkeypatch.setattr(jax, "block_until_ready", lambda tree: never.wait())
+  start = time.monotonic()
+  with pytest.raises(memory.DeviceMemoryError, match=r"the first step did not finish in 0\.3 s "
+                     r"\(train.ready_timeout\): a device allocation probably failed \(est\)"):  # fmt: skip
+    memory.wait_until_ready([jax.numpy.ones(3)], "the first step", 0.3, "est", log_every_s=0.1)
+  assert time.monotonic() - start < 5
+  never.set()
+
+
+def test_out_of_memory_in_a_subprocess_exits_with_one_line(tmp_path):
+  """The issue's hang, reproduced: the address space capped at 4 GB (RLIMIT_AS, nothing is
+  really allocated) and the estimate switched off, a 300M-parameter state cannot be created.
+  The run used to block forever in `device_get(state.step)`; now it exits 2 in one line."""
+  import os
+  import resource
+  import subprocess
+  import sys
+
+  script = tmp_path / "oom.py"
+  script.write_text(
+    "import sys\n"
+    "from t5x_lite.training import memory\n"
+    "memory.check_fits = lambda setup: {'params': 1 << 30, 'opt_state': 2 << 30, 'data': 0}\n"
+    "from t5x_lite import cli\n"
+    f"sys.exit(cli.main(['train', '--config', 'gpt.py:tiny', '--workdir', {str(tmp_path / 'w')!r},"
+    " '--config.data.vocab=byte', '--config.model.d_model=1024', '--config.model.num_layers=24',"
+    " '--config.model.d_ff=4096', '--config.model.num_heads=8', '--config.train.steps=2',"
+    " '--config.train.ready_timeout=60']))\n"
+  )
+  limit = 4 * 1024**3
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env["JAX_PLATFORMS"] = "cpu"  # the XLA CPU client's behaviour is what this reproduces
+  result = subprocess.run(
+    [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300,
+    preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)),
+  )  # fmt: skip
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr
+  line = result.stderr.strip().splitlines()[-1]
+  assert line.startswith("t5x-lite train: error: creating the train state ") and (
+    "RESOURCE_EXHAUSTED" in line or "did not finish" in line
+  ), line
+  assert "state 3.0 GiB per device (params 1.0 GiB + optimizer 2.0 GiB)" in line

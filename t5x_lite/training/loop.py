@@ -61,7 +61,7 @@ def _train_and_evaluate(config, workdir, devices) -> dict[str, Any]:
 
   # -- 2. mesh, model, optimizer, shapes and shardings ----------------------------------------
   setup = RunSetup.create(config, devices)
-  memory.check_fits(setup)  # the state's and the batches' bytes, before anything is allocated
+  estimate = memory.describe(memory.check_fits(setup))  # before anything is allocated
   logging.info(
     "mesh %s over %d devices (%d processes)",
     dict(setup.mesh.shape),
@@ -150,6 +150,7 @@ def _train_and_evaluate(config, workdir, devices) -> dict[str, Any]:
         state.params, train.init_from, setup.param_shardings, vocabulary, setup.model
       )
       state = state.replace(params=params)
+  memory.wait_until_ready(state, "creating the train state", train.ready_timeout, estimate)
   logging.info(
     "model: %s, %s parameters (%.1fs to create/restore)",
     type(setup.model).__name__,
@@ -209,10 +210,13 @@ def _train_and_evaluate(config, workdir, devices) -> dict[str, Any]:
     compiled = None
     while step < train.steps and reason is StopReason.COMPLETED:
       batch = setup.global_batch(next(train_stream))
+      first = compiled is None
       if compiled is None:
         compiled = _compile_step(train_step, state, batch, dropout_rng, cache_dir, progress)
       with profiler.step(step + 1):
         state, step_metrics = compiled(state, batch, dropout_rng)
+      if first:  # the activations' allocation can fail too: never wait on it forever
+        memory.wait_until_ready(step_metrics, "the first step", train.ready_timeout, estimate)
       step += 1
       profiler.after_step(step, step_metrics)
       reason = after_step(step, state, step_metrics) or StopReason.COMPLETED

@@ -16,12 +16,20 @@ only: `jax.eval_shape`, nothing allocated):
 
 Activations are not estimated (they depend on remat, attention kernels and XLA's fusion); XLA
 reports those at compile time.
+
+And a failed allocation must not hang the run: XLA's CPU client never completes a computation
+whose buffers it could not allocate, so `device_get` of the state waited forever.
+`wait_until_ready` polls the arrays instead and gives up after `train.ready_timeout` seconds
+with the estimate and the limit.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +39,8 @@ import numpy as np
 
 from t5x_lite.data.pipeline import ROWS_PER_BLOCK
 from t5x_lite.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 # The fraction of a limit a run may plan to fill: XLA needs room for activations and buffers.
 HEADROOM = 0.9
@@ -161,3 +171,68 @@ def check_fits(setup, host_available: int | None = None, device_limit=None) -> d
         f"(its bytes_limit); {advice}"
       )
   return {"params": params, "opt_state": opt, "data": data}
+
+
+class DeviceMemoryError(ConfigError):
+  """A device allocation failed (RESOURCE_EXHAUSTED) or the arrays were not ready in time: the
+  model or the batch is too large for the memory there is; a ConfigError, as what to change is
+  in the config."""
+
+
+def wait_until_ready(
+  tree: Any, what: str, timeout_s: float, estimate: str = "", log_every_s: float = 30
+) -> None:
+  """Returns once the arrays of `tree` are computed and one of them has reached the host;
+  DeviceMemoryError when an allocation failed, or after `timeout_s` seconds.
+
+  After a failed allocation XLA's CPU client reports the arrays ready, yet a copy to the host
+  (`device_get(state.step)`) blocks forever; `block_until_ready` cannot time out. So the wait
+  and one small copy run in a daemon thread, which is abandoned (not joined) on a timeout.
+  """
+  leaves = [leaf for leaf in jax.tree.leaves(tree) if isinstance(leaf, jax.Array)]
+  if not leaves:
+    return
+  smallest = min(leaves, key=lambda leaf: leaf.size)
+  done = threading.Event()
+  failure: list[BaseException] = []
+
+  def probe() -> None:
+    try:
+      jax.block_until_ready(leaves)
+      jax.device_get(smallest)
+    except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+      failure.append(e)
+    done.set()
+
+  threading.Thread(target=probe, name=f"t5x_lite wait: {what}", daemon=True).start()
+  start = time.monotonic()
+  while not done.wait(min(log_every_s, max(0.0, timeout_s - (time.monotonic() - start)))):
+    waited = time.monotonic() - start
+    if waited >= timeout_s:
+      host = host_memory_available()
+      raise DeviceMemoryError(
+        f"{what} did not finish in {timeout_s:g} s (train.ready_timeout): a device allocation "
+        f"probably failed{f' ({estimate})' if estimate else ''}"
+        f"{f'; host memory available now: {format_bytes(host)}' if host is not None else ''}; "
+        "use a smaller model or batch, or raise train.ready_timeout if it is just slow"
+      )
+    logger.info("still waiting for %s (%.0f s)", what, waited)
+  if failure:
+    if "RESOURCE_EXHAUSTED" not in str(failure[0]):
+      raise failure[0]
+    cause = str(failure[0]).strip().splitlines()[0]
+    logger.debug("%s failed", what, exc_info=failure[0])
+    raise DeviceMemoryError(
+      f"{what} failed: {cause}{f' ({estimate})' if estimate else ''}; use a smaller model or "
+      "batch, more devices, or shard the state (mesh.fsdp), or remat (model.remat)"
+    ) from None
+
+
+def describe(estimate: dict[str, int]) -> str:
+  """'state 3.5 GiB per device (params 1.2 GiB + optimizer 2.3 GiB), data 4.0 MiB per host'."""
+  state = estimate["params"] + estimate["opt_state"]
+  return (
+    f"state {format_bytes(state)} per device (params {format_bytes(estimate['params'])} + "
+    f"optimizer {format_bytes(estimate['opt_state'])}), data {format_bytes(estimate['data'])} "
+    "per host"
+  )
