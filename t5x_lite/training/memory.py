@@ -199,7 +199,7 @@ def wait_until_ready(
   def probe() -> None:
     try:
       jax.block_until_ready(leaves)
-      jax.device_get(smallest)
+      jax.device_get(smallest.addressable_shards[0].data)  # this host's copy (multi-host too)
     except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
       failure.append(e)
     done.set()
