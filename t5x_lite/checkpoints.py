@@ -75,8 +75,7 @@ def _ignore_closed_loop_stragglers() -> None:
   def hook(unraisable):
     error = unraisable.exc_value
     if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
-      logging.debug("dropped a callback into a closed event loop (%s)", unraisable.object)
-      return
+      return  # (not logged either: this can run at any time, even at interpreter exit)
     previous(unraisable)
 
   hook._t5x_lite_filter = True
@@ -88,17 +87,14 @@ class _OrbaxStragglers(logging.Filter):
   Orbax's `logging.exception` of a KeyboardInterrupt (a second Ctrl-C while it waits for a
   save; the CLI says "interrupted"), and asyncio's "Task exception was never retrieved" for
   Orbax's sibling reads of a restore that failed (logged whenever they are garbage-collected,
-  each with TensorStore's whole spec). Both still go to the debug log."""
+  each with TensorStore's whole spec; the restore error itself is in the debug log)."""
 
   def filter(self, record: logging.LogRecord) -> bool:
     error = record.exc_info[0] if record.exc_info else None
     interrupted = error is not None and issubclass(error, KeyboardInterrupt)
     message = record.getMessage()
     unretrieved = message.startswith("Task exception was never retrieved") and "orbax" in message
-    if interrupted or unretrieved:
-      logging.getLogger(__name__).debug("%s", message, exc_info=record.exc_info)
-      return False
-    return True
+    return not (interrupted or unretrieved)
 
 
 def _quiet_stragglers() -> None:
