@@ -18,6 +18,8 @@ import dataclasses
 import json
 import logging
 import os
+import re
+import sys
 from typing import Any
 
 import jax
@@ -31,6 +33,105 @@ from t5x_lite import config as config_lib
 
 class CheckpointError(RuntimeError):
   """A checkpoint is missing, incomplete or unreadable."""
+
+
+_CAUSE_LIMIT = 300
+
+
+def short_cause(error: BaseException) -> str:
+  """One line saying why Orbax/TensorStore failed, without the JSON specs and advice they add
+  (the full text goes to the debug log: `t5x-lite -v`)."""
+  text = str(error).strip()
+  stored = re.search(
+    r"Requested shape: (\(.*?\)) is not compatible with the stored shape: (\(.*?\))", text
+  )
+  if stored:
+    return (
+      f"a parameter of shape {stored.group(1)} is stored as {stored.group(2)}: the model config "
+      "differs from the one the checkpoint was saved with"
+    )
+  first = text.splitlines()[0] if text else ""
+  first = re.split(r"\s*\[tensorstore_spec", first)[0]  # TensorStore appends its whole spec
+  first = re.sub(r'Error opening "\w+" driver: ', "", first)
+  cause = f"{type(error).__name__}: {first}" if first else type(error).__name__
+  return cause if len(cause) <= _CAUSE_LIMIT else cause[: _CAUSE_LIMIT - 1] + "…"
+
+
+def _restore_error(what: str, error: BaseException) -> CheckpointError:
+  logging.debug("%s: full error", what, exc_info=error)
+  return CheckpointError(f"{what}: {short_cause(error)} (t5x-lite -v shows the full error)")
+
+
+def _ignore_closed_loop_stragglers() -> None:
+  """After a failed restore, TensorStore completes the reads still in flight and calls back into
+  Orbax's asyncio loop, which is closed by then: each prints an "Exception ignored ...
+  RuntimeError: Event loop is closed" traceback (6 to 80 of them) above the one-line error.
+  Those (and only those) are dropped; every other unraisable exception goes to the previous
+  hook."""
+  previous = sys.unraisablehook
+  if getattr(previous, "_t5x_lite_filter", False):
+    return
+
+  def hook(unraisable):
+    error = unraisable.exc_value
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+      return  # (not logged either: this can run at any time, even at interpreter exit)
+    previous(unraisable)
+
+  hook._t5x_lite_filter = True
+  sys.unraisablehook = hook
+
+
+class _OrbaxStragglers(logging.Filter):
+  """Drops two kinds of log records that repeat an error already reported in one line:
+  Orbax's `logging.exception` of a KeyboardInterrupt (a second Ctrl-C while it waits for a
+  save; the CLI says "interrupted"), and asyncio's "Task exception was never retrieved" for
+  Orbax's sibling reads of a restore that failed (logged whenever they are garbage-collected,
+  each with TensorStore's whole spec; the restore error itself is in the debug log)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    error = record.exc_info[0] if record.exc_info else None
+    interrupted = error is not None and issubclass(error, KeyboardInterrupt)
+    message = record.getMessage()
+    unretrieved = message.startswith("Task exception was never retrieved") and "orbax" in message
+    return not (interrupted or unretrieved)
+
+
+def _quiet_stragglers() -> None:
+  for name in ("absl", "asyncio"):  # Orbax logs through absl; asyncio through its own logger
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _OrbaxStragglers) for f in logger.filters):
+      logger.addFilter(_OrbaxStragglers())
+
+
+# One list per open `close_on_exit` block: the Checkpointers created inside it.
+_scopes: list[list[Checkpointer]] = []
+
+
+@contextlib.contextmanager
+def close_on_exit():
+  """Closes every Checkpointer created inside the block that is still open when it ends, error
+  or not (the training loop's error paths: a failed restore, Ctrl-C, a bad batch), so no Orbax
+  thread outlives the run and prints into the one-line error. A save in flight is finished
+  first, except after a KeyboardInterrupt (a second Ctrl-C exits at once)."""
+  created: list[Checkpointer] = []
+  _scopes.append(created)
+  completed = interrupted = False
+  try:
+    yield
+    completed = True
+  except KeyboardInterrupt:
+    interrupted = True
+    raise
+  finally:
+    _scopes.remove(created)
+    for checkpointer in created[::-1]:
+      try:
+        checkpointer.close(wait=not interrupted)
+      except Exception:  # noqa: BLE001 - never hide the error being reported behind this one
+        if completed:
+          raise
+        logging.debug("closing %s after an error", checkpointer.directory, exc_info=True)
 
 
 @contextlib.contextmanager
@@ -147,6 +248,11 @@ class Checkpointer:
       )
     except (OSError, PermissionError) as e:
       raise CheckpointError(f"cannot use checkpoint directory {directory}: {e}") from e
+    self._closed = False
+    _ignore_closed_loop_stragglers()
+    _quiet_stragglers()
+    if _scopes:
+      _scopes[-1].append(self)
 
   # -- queries ------------------------------------------------------------------------------
 
@@ -208,9 +314,9 @@ class Checkpointer:
     except CheckpointError:
       raise
     except Exception as e:  # noqa: BLE001 - any Orbax/TensorStore failure: say which checkpoint
-      raise CheckpointError(
-        f"checkpoint step {step} in {self.directory} could not be restored: {type(e).__name__}: {e}"
-      ) from e
+      raise _restore_error(
+        f"checkpoint step {step} in {self.directory} could not be restored", e
+      ) from None
     return restored["state"], (restored["data"] if data_shards else {})
 
   def restore_config(self, step: int | None = None) -> ml_collections.ConfigDict:
@@ -218,9 +324,9 @@ class Checkpointer:
     try:
       saved = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
     except Exception as e:  # noqa: BLE001
-      raise CheckpointError(
-        f"config of checkpoint step {step} in {self.directory} is unreadable: {e}"
-      ) from e
+      raise _restore_error(
+        f"config of checkpoint step {step} in {self.directory} is unreadable", e
+      ) from None
     return config_lib.from_json(json.dumps(saved["config"]))
 
   def restore_params(self, abstract_params: Any, step: int | None = None) -> Any:
@@ -248,10 +354,9 @@ class Checkpointer:
           ),
         )
     except Exception as e:  # noqa: BLE001
-      raise CheckpointError(
-        f"params of checkpoint step {step} in {self.directory} could not be "
-        f"restored: {type(e).__name__}: {e}"
-      ) from e
+      raise _restore_error(
+        f"params of checkpoint step {step} in {self.directory} could not be restored", e
+      ) from None
     return restored["params"]
 
   def saved_param_shapes(self, step: int) -> dict[str, tuple[int, ...]]:
@@ -269,8 +374,13 @@ class Checkpointer:
   def wait(self) -> None:
     self.manager.wait_until_finished()
 
-  def close(self) -> None:
-    self.manager.wait_until_finished()
+  def close(self, wait: bool = True) -> None:
+    """Waits for a save in flight (unless `wait=False`), then stops Orbax's threads. Idempotent."""
+    if self._closed:
+      return
+    self._closed = True
+    if wait:
+      self.manager.wait_until_finished()
     self.manager.close()
 
 

@@ -85,6 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
   # position (a WSD decay branch, training/branch.py); ignored once this workdir has a checkpoint
   train.nonfinite = "skip"  # non-finite loss/grads/update: 'skip' the update | 'stop' the run
   train.max_consecutive_skips = 50  # under 'skip': give up (exit non-zero) after this many in a row
+  train.ready_timeout = 900  # s to wait for the created state / first step (a failed allocation)
   train.sample_prompt = "The"  # a sample generation is printed at the end ('' = none)
   train.sample_tokens = 32  # length of that sample
   train.profile_steps = ()  # (first, last): jax.profiler trace of those steps in workdir/profile
@@ -468,6 +469,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _require(t.eval_every >= 0, f"config.train.eval_every={t.eval_every}: expected >= 0")
   _one_of(config, "train.nonfinite", t.nonfinite, ("skip", "stop"))
   _positive("train.max_consecutive_skips", t.max_consecutive_skips)
+  _positive("train.ready_timeout", t.ready_timeout)
   _require(
     not t.harness_tasks or os.path.isfile(t.harness_tasks),
     f"config.train.harness_tasks={t.harness_tasks!r}: no such file (a few-shot tasks YAML)",

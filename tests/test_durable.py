@@ -149,7 +149,8 @@ def test_nonfinite_skip_goes_on_and_stop_keeps_last_checkpoint(
   counter["n"] = 0
   stop = shared_vocab_workdir(str(tmp_path / "stop"))
   with pytest.raises(
-    loop.TrainingError, match="non-finite loss, gradient or update at step 5.*last checkpoint is step 4"
+    loop.TrainingError,
+    match="non-finite loss, gradient or update at step 5.*last checkpoint is step 4",
   ):
     loop.train_and_evaluate(
       make_config(

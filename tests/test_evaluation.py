@@ -70,8 +70,8 @@ def test_eval_of_text_to_text_reports_task_metrics(t5_run):
   assert first["loss"] == pytest.approx(result["eval"]["loss"], rel=1e-6)
   assert first["task"] == TASK and first["step"] == 2
   assert first["num_examples"] == 16  # 2 batches of 8 unpacked examples
-  assert 0.0 <= first["task/exact_match"] <= 100.0
-  assert 0.0 <= first["task/rouge_l"] <= 100.0
+  assert 0.0 <= first["task/exact_match"] <= 1.0  # fractions, as `accuracy`
+  assert 0.0 <= first["task/rouge_l"] <= 1.0
   # The training loop's evaluation reports the same task metrics.
   for key in ("task/exact_match", "task/rouge_l", "num_examples"):
     assert result["eval"][key] == pytest.approx(first[key]), key
@@ -101,6 +101,11 @@ def test_generate_cli_for_the_encoder_decoder(t5_run, tmp_path, capsys):
   scores = model.score(["summarize: this"], ["this"])
   assert scores.shape == (1,) and scores[0] < 0
   capsys.readouterr()
+  # Printed, a T5 output is not glued to its prompt (it is no continuation of it).
+  argv = ["generate", "--workdir", workdir, "--prompt", "summarize: this", "--max-new-tokens", "5"]
+  assert cli.main(argv) == 0
+  (expected,) = model.generate(["summarize: this"], max_new_tokens=5)
+  assert capsys.readouterr().out.splitlines() == ["summarize: this", f"  -> {expected}"]
   assert cli.main(["generate", "--workdir", workdir, "--prompt-file", str(tmp_path / "x")]) == 2
   assert "does not exist" in capsys.readouterr().err
   assert cli.main(["generate", "--workdir", workdir, "--prompt", ""]) == 2

@@ -169,10 +169,10 @@ def test_eval_is_deterministic_and_equals_the_loop(runs):
   for name in ("loss", "accuracy"):
     assert first[name] == pytest.approx(loop_eval[name], rel=1e-6, abs=1e-7), name
   assert "perplexity" not in first  # a classifier's loss is not a language model's
-  # The task's metric functions see the same 128 examples: percent accuracy agrees.
+  # The task's metric functions see the same 128 examples: the same accuracy, both in [0, 1].
   assert first["num_examples"] == 128
-  assert first["task/accuracy"] == pytest.approx(100 * first["accuracy"])
-  assert first["task/f1_macro"] > 80
+  assert first["task/accuracy"] == pytest.approx(first["accuracy"])  # one convention: [0, 1]
+  assert 0.8 < first["task/f1_macro"] <= 1.0
   saved = json.load(open(os.path.join(workdir, "eval", f"{TASK}_step_{first['step']}.json")))
   assert saved["loss"] == first["loss"]
   lines = [json.loads(x) for x in open(os.path.join(workdir, "metrics.jsonl"))]
@@ -335,14 +335,14 @@ def test_record_source_reads_csv_with_named_fields(tmp_path):
 
 
 def test_metric_functions_known_values():
-  assert task_metrics.accuracy(["a", "b", "a", "a"], ["a", "b", "b", "a"]) == {"accuracy": 75.0}
+  assert task_metrics.accuracy(["a", "b", "a", "a"], ["a", "b", "b", "a"]) == {"accuracy": 0.75}
   # label a: tp 2, fp 0, fn 1 -> F1 0.8; label b: tp 1, fp 1, fn 0 -> F1 2/3
   f1 = task_metrics.f1_macro(["a", "b", "a", "a"], ["a", "b", "b", "a"])["f1_macro"]
-  assert f1 == pytest.approx(100 * (0.8 + 2 / 3) / 2)
-  assert task_metrics.exact_match(["x y", "z"], [" x y", "w"]) == {"exact_match": 50.0}
+  assert f1 == pytest.approx((0.8 + 2 / 3) / 2)
+  assert task_metrics.exact_match(["x y", "z"], [" x y", "w"]) == {"exact_match": 0.5}
   # LCS("the cat sat", "the cat on the mat sat") = 3: P = 3/6, R = 3/3 -> F = 2/3
   score = task_metrics.rouge_l(["the cat sat"], ["The cat on the mat sat"])["rouge_l"]
-  assert score == pytest.approx(100 * 2 / 3)
+  assert score == pytest.approx(2 / 3)
 
 
 def _eval_path(workdir, split="validation", rows=6):

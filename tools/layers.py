@@ -65,6 +65,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
       "t5x_lite.training.preemption",
       "t5x_lite.training.branch",
       "t5x_lite.training.observability",
+      "t5x_lite.training.memory",
     ),
   ),
   (

@@ -263,6 +263,9 @@ class ClassificationFeatureConverter(FeatureConverter):
     super().__init__(pack, start_id)
     self.stack, self.head = stack, head
 
+  def __repr__(self) -> str:
+    return f"{type(self).__name__}(stack={self.stack!r}, head={self.head!r}, pack={self.pack})"
+
   def model_feature_lengths(self, task_feature_lengths):
     return {self.stack: dict(task_feature_lengths)["inputs"]}
 

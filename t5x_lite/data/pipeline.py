@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+import tempfile
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -77,11 +78,14 @@ def get_task(config, name: str) -> registry.Task | registry.Mixture:
 # Vocabulary.
 
 
-def get_vocabulary(config, workdir: str) -> Vocabulary:
+def get_vocabulary(config, workdir: str, save: bool = True) -> Vocabulary:
   """The run's vocabulary: bytes, `data.vocab_path`, or SentencePiece trained on first use.
 
-  A trained model is cached in `workdir/vocab/`, keyed by the task(s) it was trained on and its
-  size, so reruns and resumes reuse it (and get exactly the same ids).
+  A trained model is cached in `workdir/vocab/` (`vocabulary_cache_path`), keyed by the task(s)
+  it was trained on and its size, so reruns and resumes reuse it (and get exactly the same ids).
+  With `save=False` (`tasks show`, which must be read-only) a cached one is still read, but one
+  that is not is trained in a temporary directory and nothing is written under `workdir`
+  (training is deterministic: it is the vocabulary `train` would cache).
   """
   data = config.data
   if data.vocab == "byte":
@@ -91,28 +95,44 @@ def get_vocabulary(config, workdir: str) -> Vocabulary:
   tasks, _ = resolve_tasks(config, "train")
   names = sorted(t.name for t in tasks)
   vocab_type = data.get("vocab_type", "unigram")
+  path = vocabulary_cache_path(config, workdir)
+  cached = has_tokenizer(path) if vocab_type != "unigram" else epath.Path(path).exists()
+  if not cached and not save:
+    with tempfile.TemporaryDirectory(prefix="t5x_lite_vocab_") as scratch:
+      logger.info("Not cached in %s: training it in memory for this command (not saved)", workdir)
+      return get_vocabulary(config, scratch)
   if vocab_type != "unigram":  # a tokenizer folder (tokenizers types, SentencePiece BPE)
     if "://" in str(workdir):
       raise DataError(
         f"data.vocab_type={vocab_type!r} is trained into a local workdir; for {workdir}, train it "
         "with `t5x-lite tokenizer train` and copy it where every host can read it (data.vocab_path)"
       )
+    if cached:
+      return load_vocabulary(path)
+    logger.info("Training a %d-id %s vocabulary on %s -> %s", data.vocab_size, vocab_type, names,
+                path)  # fmt: skip
+    return train_vocabulary(
+      _training_texts(tasks), vocab_type, data.vocab_size, data.extra_ids, path
+    )
+  if cached:
+    return SentencePieceVocabulary(epath.Path(path).read_bytes(), data.extra_ids)
+  logger.info("Training a %d-id SentencePiece vocabulary on %s -> %s", data.vocab_size, names, path)
+  return train_sentencepiece(_training_texts(tasks), data.vocab_size, data.extra_ids, path)
+
+
+def vocabulary_cache_path(config, workdir: str) -> str:
+  """Where `get_vocabulary` caches the trained vocabulary of `config` under `workdir` (local or
+  gs://): `vocab/spm_<size>_<key>.model`, or a `vocab/<type>_<size>_<key>` tokenizer folder."""
+  data = config.data
+  tasks, _ = resolve_tasks(config, "train")
+  names = sorted(t.name for t in tasks)
+  vocab_type = data.get("vocab_type", "unigram")
+  if vocab_type != "unigram":
     key = cache_key(tasks=names, vocab_size=data.vocab_size, extra_ids=data.extra_ids,
                     type=vocab_type, v=1)  # fmt: skip
-    folder = os.path.join(workdir, "vocab", f"{vocab_type}_{data.vocab_size}_{key}")
-    if has_tokenizer(folder):
-      return load_vocabulary(folder)
-    logger.info("Training a %d-id %s vocabulary on %s -> %s", data.vocab_size, vocab_type, names,
-                folder)  # fmt: skip
-    return train_vocabulary(
-      _training_texts(tasks), vocab_type, data.vocab_size, data.extra_ids, folder
-    )
+    return os.path.join(workdir, "vocab", f"{vocab_type}_{data.vocab_size}_{key}")
   key = cache_key(tasks=names, vocab_size=data.vocab_size, extra_ids=data.extra_ids, v=1)
-  path = epath.Path(workdir) / "vocab" / f"spm_{data.vocab_size}_{key}.model"  # local or gs://
-  if path.exists():
-    return SentencePieceVocabulary(path.read_bytes(), data.extra_ids)
-  logger.info("Training a %d-id SentencePiece vocabulary on %s -> %s", data.vocab_size, names, path)
-  return train_sentencepiece(_training_texts(tasks), data.vocab_size, data.extra_ids, str(path))
+  return str(epath.Path(workdir) / "vocab" / f"spm_{data.vocab_size}_{key}.model")
 
 
 def _training_texts(tasks: Sequence[registry.Task]):

@@ -15,6 +15,7 @@ import numpy as np
 
 from t5x_lite.data import pipeline, registry
 from t5x_lite.data.feature_converters import (
+  ClassificationFeatureConverter,
   DecoderFeatureConverter,
   EncDecFeatureConverter,
   EncoderFeatureConverter,
@@ -25,6 +26,8 @@ from t5x_lite.data.ragged import KEY, Ragged
 from t5x_lite.data.vocabularies import Vocabulary
 
 _TEXT_LIMIT = 400
+# Preprocessors (data/preprocessors.py) whose tasks train a classifier, by name.
+CLASSIFICATION_PREPROCESSORS = ("classification", "token_classification")
 
 
 def _function_name(fn: Any) -> str:
@@ -81,8 +84,24 @@ def _is_bert(task: registry.Task) -> bool:
   return "token_type_ids" in task.output_features
 
 
+def _classification_preprocessor(task: registry.Task):
+  """The task's `classification` / `token_classification` preprocessor, or None."""
+  for fn in task.preprocessors:
+    if getattr(getattr(fn, "func", fn), "__name__", "") in CLASSIFICATION_PREPROCESSORS:
+      return fn
+  return None
+
+
 def default_converter(task: registry.Task, pack: bool = True) -> FeatureConverter:
-  """The converter of the model family a task is usually trained with."""
+  """The converter of the model a task is trained with: a classification task's is the
+  classifier's (`ClassificationFeatureConverter`, encoder or decoder stack as the task frames
+  its text: [CLS] ... [SEP] for the encoder, text + EOS for the decoder), never an LM's."""
+  classify = _classification_preprocessor(task)
+  if classify is not None:
+    name = getattr(classify, "func", classify).__name__
+    keywords = getattr(classify, "keywords", None) or {}
+    stack = "encoder" if keywords.get("cls_sep", True) else "decoder"
+    return ClassificationFeatureConverter(stack, name, pack=pack)
   if _is_bert(task):
     return EncoderFeatureConverter(pack)
   if "inputs" in task.output_features:
@@ -137,8 +156,9 @@ def show_task(
   """Examples of task `name` after every stage, the packed model features, packing efficiency.
 
   Without `vocabulary`, the run's vocabulary for `name` is used: `config.data.vocab_path`, the
-  byte vocabulary, or SentencePiece trained on the task's corpus and cached in `workdir/vocab`
-  (the same model `t5x-lite train` would use with data.task = name and that workdir).
+  byte vocabulary, or the SentencePiece model `t5x-lite train` would use with data.task = name
+  and that workdir: read from `workdir/vocab` when cached there, else trained in memory. Nothing
+  is ever written (a `tasks show` is read-only).
   """
   modules = tuple(config.data.task_modules) + tuple(task_modules)
   pipeline.import_tasks(modules)
@@ -149,14 +169,14 @@ def show_task(
     with config.unlocked():
       config.data.task = name
       config.data.task_modules = modules
-    vocabulary = pipeline.get_vocabulary(config, workdir)
+    vocabulary = pipeline.get_vocabulary(config, workdir, save=False)
   tasks, rates = registry.tasks_of(name)
   lines = []
   for task, rate in zip(tasks, rates):
     converter = feature_converter or default_converter(task, bool(config.data.pack))
     lengths = task_feature_lengths(task, config.data.feature_lengths)
     specials = {vocabulary.eos_id: "</s>"}
-    uses_specials = ("mlm", "nsp_pairs", "bart_denoise")
+    uses_specials = ("mlm", "nsp_pairs", "bart_denoise", *CLASSIFICATION_PREPROCESSORS)
     if any(_function_name(fn).startswith(uses_specials) for fn in task.preprocessors):
       specials = vocabulary.special_token_names()  # [CLS] [SEP] [MASK] by name
       specials.pop(vocabulary.pad_id)

@@ -188,12 +188,40 @@ def expand_patterns(patterns: str | Sequence[str]) -> list[str]:
   return files
 
 
-def open_text(path: str):
+def _open_bytes(path: str):
   with open(path, "rb") as f:
     gzipped = f.read(2) == b"\x1f\x8b"
-  if gzipped:
-    return gzip.open(path, "rt", encoding="utf-8")
-  return open(path, encoding="utf-8")
+  return gzip.open(path, "rb") if gzipped else open(path, "rb")
+
+
+# What a truncated or corrupt gzip member raises while it is read.
+_GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def read_lines(path: str):
+  """(line number from 1, text) of a UTF-8 text file, gzip read transparently.
+
+  A corpus error is a `DataError` naming the file and line: invalid UTF-8 (with the byte's
+  offset in the line) or a truncated / corrupt gzip stream; never a codec traceback.
+  """
+  n = 0
+  try:
+    with _open_bytes(path) as f:
+      for n, raw in enumerate(f, start=1):
+        try:
+          yield n, raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+          raise DataError(
+            f"{path}:{n}: not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+            "re-encode the file as UTF-8"
+          ) from None
+  except _GZIP_ERRORS as e:
+    raise DataError(f"{path}: truncated or corrupt gzip after line {n} ({e})") from None
+
+
+def read_text(path: str) -> str:
+  """The whole UTF-8 text of a file (gzip read transparently); errors as `read_lines`."""
+  return "".join(line for _, line in read_lines(path))
 
 
 class TextFileSource(DocumentSource):
@@ -219,8 +247,7 @@ class TextFileSource(DocumentSource):
     if self._docs is None:
       docs = []
       for path in self._files:
-        with open_text(path) as f:
-          text = f.read()
+        text = read_text(path)
         if self.mode == "line":
           parts = [line for line in text.split("\n") if line.strip()]
         else:
@@ -237,8 +264,7 @@ class TextFileSource(DocumentSource):
   def _read(self, index: int) -> dict[str, str]:
     if self.mode == "file":
       path = self._files[index]
-      with open_text(path) as f:
-        return {"id": path, "text": f.read()}
+      return {"id": path, "text": read_text(path)}
     doc_id, text = self._load()[index]
     return {"id": doc_id, "text": text}
 
@@ -271,20 +297,23 @@ class JsonlSource(DocumentSource):
     if self._docs is None:
       docs = []
       for path in self._files:
-        with open_text(path) as f:
-          for n, line in enumerate(f):
-            if not line.strip():
-              continue
-            try:
-              record = json.loads(line)
-            except json.JSONDecodeError as e:
-              raise DataError(f"{path}:{n + 1}: not valid JSON: {e}") from None
-            if self.text_field not in record:
+        for line_number, line in read_lines(path):
+          if not line.strip():
+            continue
+          where = f"{path}:{line_number}"
+          record = _json_object(line, where)
+          for field in (self.text_field, self.id_field):
+            if field and field not in record:
               raise DataError(
-                f"{path}:{n + 1}: no field {self.text_field!r} (fields: {', '.join(record)})"
+                f"{where}: no field {field!r} (fields: {', '.join(map(str, record))})"
               )
-            doc_id = str(record[self.id_field]) if self.id_field else f"{path}:{n}"
-            docs.append((doc_id, str(record[self.text_field])))
+          text = record[self.text_field]
+          if not isinstance(text, str):
+            raise DataError(
+              f"{where}: field {self.text_field!r} is a {type(text).__name__}, expected a string"
+            )
+          doc_id = str(record[self.id_field]) if self.id_field else f"{path}:{line_number - 1}"
+          docs.append((doc_id, text))
       self._docs = docs
     return self._docs
 
@@ -297,6 +326,17 @@ class JsonlSource(DocumentSource):
 
   def __repr__(self) -> str:
     return f"JsonlSource({self.patterns!r}, text_field={self.text_field!r})"
+
+
+def _json_object(line: str, where: str) -> dict[str, Any]:
+  """The JSON object on one line; a `DataError` naming `where` for bad JSON or a non-object."""
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError as e:
+    raise DataError(f"{where}: not valid JSON: {e}") from None
+  if not isinstance(record, dict):
+    raise DataError(f"{where}: expected a JSON object, found a {type(record).__name__}")
+  return record
 
 
 def _record_text(record: Any, text_field: str | None, where: str) -> str:
@@ -403,13 +443,30 @@ class TfdsSource(DocumentSource):
             f"TfdsSource({self.name!r}) needs tensorflow-datasets: pip install 't5x-lite[tfds]'"
           ) from e
         fn = lambda name, split, data_dir: tfds.data_source(name, split=split, data_dir=data_dir)  # noqa: E731
-      self._opened[tfds_split] = fn(self.name, tfds_split, self.data_dir)
+      try:
+        self._opened[tfds_split] = fn(self.name, tfds_split, self.data_dir)
+      except Exception as e:
+        if type(e).__name__ != "DatasetNotFoundError":  # tfds.core.registered's (a ValueError)
+          raise
+        raise DataError(self.not_prepared_message()) from None
     return self._opened[tfds_split]
+
+  def not_prepared_message(self) -> str:
+    """One line: which dataset is missing where, and the command that prepares it."""
+    data_dir = self.data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+    flag = f" --data_dir={self.data_dir}" if self.data_dir else ""
+    return (
+      f"TFDS dataset {self.name!r} is not prepared in {data_dir} (this never downloads): prepare "
+      f"it with `tfds build {self.name}{flag}`, or point TFDS_DATA_DIR (or the source's "
+      "data_dir) at a directory or gs:// bucket that holds it"
+    )
 
   def _has_split(self, tfds_split: str) -> bool:
     try:
       self._open(tfds_split)
       return True
+    except DataError:  # the dataset itself is missing: not a question of this split
+      raise
     except (ValueError, KeyError):
       return False
 
@@ -444,26 +501,22 @@ def read_records(path: str, fields: Sequence[str]) -> list[dict[str, Any]]:
   """The records of one .jsonl / .csv file (gzip allowed), keeping `fields`; errors name the line."""
   is_csv = path.removesuffix(".gz").endswith((".csv", ".tsv"))
   records = []
-  with open_text(path) as f:
-    if is_csv:
-      delimiter = "\t" if path.removesuffix(".gz").endswith(".tsv") else ","
-      rows = enumerate(csv.DictReader(f, delimiter=delimiter), start=2)  # line 1 is the header
-    else:
-      rows = ((n, line) for n, line in enumerate(f, start=1) if line.strip())
-    for line, row in rows:
-      if not is_csv:
-        try:
-          row = json.loads(row)
-        except json.JSONDecodeError as e:
-          raise DataError(f"{path}:{line}: not valid JSON: {e}") from None
-        if not isinstance(row, dict):
-          raise DataError(f"{path}:{line}: expected a JSON object, found {type(row).__name__}")
-      missing = [name for name in fields if name not in row or row[name] is None]
-      if missing:
-        raise DataError(
-          f"{path}:{line}: no field {missing[0]!r} (fields: {', '.join(map(str, row))})"
-        )
-      records.append({name: row[name] for name in fields})
+  lines = read_lines(path)
+  if is_csv:
+    delimiter = "\t" if path.removesuffix(".gz").endswith(".tsv") else ","
+    texts = (line for _, line in lines)
+    rows = enumerate(csv.DictReader(texts, delimiter=delimiter), start=2)  # line 1: the header
+  else:
+    rows = ((n, line) for n, line in lines if line.strip())
+  for line, row in rows:
+    if not is_csv:
+      row = _json_object(row, f"{path}:{line}")
+    missing = [name for name in fields if name not in row or row[name] is None]
+    if missing:
+      raise DataError(
+        f"{path}:{line}: no field {missing[0]!r} (fields: {', '.join(map(str, row))})"
+      )
+    records.append({name: row[name] for name in fields})
   return records
 
 

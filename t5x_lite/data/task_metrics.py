@@ -1,5 +1,9 @@
 """Task metric functions, seqio's convention: `fn(targets, predictions) -> {name: value}`.
 
+Every value is a fraction in [0, 1] (not a percentage), the convention of the loop's own
+`accuracy`, `nsp_accuracy` and the few-shot harness, so `task/accuracy` and `accuracy` compare
+directly.
+
 Pure Python over label names or texts; a `Task` lists the ones it reports (`Task.metric_fns`),
 and evaluation (`evaluation/evaluator.py`) calls them on the model's predictions.
 """
@@ -13,14 +17,14 @@ import numpy as np
 
 
 def accuracy(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, float]:
-  """Fraction of predictions equal to their target, in percent as T5X reports it."""
+  """Fraction of predictions equal to their target, in [0, 1]."""
   _check(targets, predictions)
   hits = sum(t == p for t, p in zip(targets, predictions))
-  return {"accuracy": 100.0 * hits / max(len(targets), 1)}
+  return {"accuracy": hits / max(len(targets), 1)}
 
 
 def f1_macro(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, float]:
-  """Mean over the labels seen in targets or predictions of each label's F1, in percent."""
+  """Mean over the labels seen in targets or predictions of each label's F1, in [0, 1]."""
   _check(targets, predictions)
   labels = sorted(set(targets) | set(predictions), key=str)
   scores = []
@@ -29,14 +33,14 @@ def f1_macro(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, fl
     fp = sum(t != label and p == label for t, p in zip(targets, predictions))
     fn = sum(t == label and p != label for t, p in zip(targets, predictions))
     scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-  return {"f1_macro": 100.0 * float(np.mean(scores)) if scores else 0.0}
+  return {"f1_macro": float(np.mean(scores)) if scores else 0.0}
 
 
 def exact_match(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
-  """Percent of predictions equal to the target after stripping surrounding whitespace."""
+  """Fraction of predictions equal to the target after stripping surrounding whitespace."""
   _check(targets, predictions)
   hits = sum(str(t).strip() == str(p).strip() for t, p in zip(targets, predictions))
-  return {"exact_match": 100.0 * hits / max(len(targets), 1)}
+  return {"exact_match": hits / max(len(targets), 1)}
 
 
 def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
@@ -53,7 +57,7 @@ def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
 
 
 def rouge_l(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
-  """Mean sentence-level ROUGE-L F-measure over lower-cased whitespace tokens, in percent
+  """Mean sentence-level ROUGE-L F-measure over lower-cased whitespace tokens, in [0, 1]
   (rouge_score's `rougeL` without stemming)."""
   _check(targets, predictions)
   scores = []
@@ -65,7 +69,7 @@ def rouge_l(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, flo
       continue
     precision, recall = lcs / len(p), lcs / len(t)
     scores.append(2 * precision * recall / (precision + recall))
-  return {"rouge_l": 100.0 * float(np.mean(scores)) if scores else 0.0}
+  return {"rouge_l": float(np.mean(scores)) if scores else 0.0}
 
 
 def _check(targets: Sequence[Any], predictions: Sequence[Any]) -> None:

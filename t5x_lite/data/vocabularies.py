@@ -212,17 +212,31 @@ class SentencePieceVocabulary(Vocabulary):
     super().__init__(extra_ids)
     import sentencepiece as spm
 
+    where = "the serialized SentencePiece model"
     if isinstance(model, str):
       path = epath.Path(model)  # local or gs://
       if not path.exists():
         raise FileNotFoundError(f"SentencePiece model {model!r} does not exist")
+      if path.is_dir():
+        raise DataError(f"SentencePiece model {model} is a directory, expected a .model file")
+      where = f"SentencePiece model {model}"
       model = path.read_bytes()
     self.model_proto = model
-    self._processor = spm.SentencePieceProcessor(model_proto=model)
+    try:
+      self._processor = spm.SentencePieceProcessor(model_proto=model)
+    except RuntimeError:  # the C++ parser's message names only its own source line
+      raise DataError(
+        f"{where} is not a valid SentencePiece model ({len(model)} bytes that do not parse): "
+        "a corrupt or partial file, or another format"
+      ) from None
+    if self._processor.get_piece_size() == 0:
+      raise DataError(
+        f"{where} is not a valid SentencePiece model: it holds no pieces ({len(model)} bytes)"
+      )
     found = (self._processor.pad_id(), self._processor.eos_id(), self._processor.unk_id())
     if found != (PAD_ID, EOS_ID, UNK_ID):
-      raise ValueError(
-        f"SentencePiece model has (pad, eos, unk) ids {found}, expected (0, 1, 2) "
+      raise DataError(
+        f"{where} has (pad, eos, unk) ids {found}, expected (0, 1, 2) "
         "(train it with pad_id=0 eos_id=1 unk_id=2 bos_id=-1, or use `t5x-lite tokenizer train`)"
       )
 
@@ -246,6 +260,28 @@ class SentencePieceVocabulary(Vocabulary):
     return f"sentencepiece:{digest}:{self.extra_ids}"
 
 
+def sentencepiece_training_error(
+  message: str, sentences: int, vocab_size: int, extra_ids: int
+) -> str:
+  """SentencePiece's trainer error (`INTERNAL: src/trainer_interface.cc(744) [...] ...`) in our
+  words: what is wrong with the input or the size, and what to change."""
+  if sentences == 0:
+    return "no text to train a vocabulary on: the input has no non-empty line"
+  lines = f"{sentences} line{'s' if sentences != 1 else ''}"
+  too_high = re.search(r"value <= (\d+)", message)
+  if too_high:
+    most = int(too_high.group(1))
+    return (
+      f"vocab_size={vocab_size} is too large for this text ({lines}): SentencePiece "
+      f"finds at most {most} pieces in it, so use a vocab size of at most {most + extra_ids} "
+      f"(with {extra_ids} extra ids) or train on more text"
+    )
+  detail = re.sub(r"^\w+: src/\S+ \[.*?\]\s*", "", message.strip().splitlines()[0])
+  return f"SentencePiece could not train {vocab_size - extra_ids} pieces on {lines}: " + (
+    detail or "the trainer gave no reason"
+  )
+
+
 def train_sentencepiece(
   texts: Iterable[str],
   vocab_size: int,
@@ -265,12 +301,14 @@ def train_sentencepiece(
     raise ValueError(f"model_type={model_type!r}: expected 'unigram' or 'bpe'")
   base_size = vocab_size - extra_ids
   if base_size < 4:
-    raise ValueError(
+    raise DataError(
       f"vocab_size={vocab_size} leaves {base_size} pieces after {extra_ids} extra ids"
     )
 
+  count = 0  # sentences given to the trainer (its errors are explained with it)
+
   def sentences():
-    count = 0
+    nonlocal count
     for text in texts:
       for line in text.split("\n"):
         if line.strip():
@@ -295,7 +333,7 @@ def train_sentencepiece(
       minloglevel=2,  # no flood of trainer logs on stderr
     )
   except RuntimeError as e:
-    raise DataError(f"SentencePiece training ({base_size} pieces) failed: {e}") from e
+    raise DataError(sentencepiece_training_error(str(e), count, vocab_size, extra_ids)) from None
   path = epath.Path(model_path)  # local or gs:// (a workdir on a bucket)
   path.parent.mkdir(parents=True, exist_ok=True)
   temporary = path.parent / f"{path.name}.tmp{os.getpid()}"

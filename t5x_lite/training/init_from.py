@@ -21,8 +21,10 @@ import jax
 from flax import traverse_util
 
 from t5x_lite import checkpoints
+from t5x_lite import config as config_lib
 from t5x_lite.data.hf_vocabulary import has_tokenizer, load_vocabulary_path
 from t5x_lite.data.vocabularies import ByteVocabulary
+from t5x_lite.models import build_model
 
 
 class InitFromError(checkpoints.CheckpointError):
@@ -33,10 +35,44 @@ def _flat(tree: Any) -> dict[str, Any]:
   return {"/".join(k): v for k, v in traverse_util.flatten_dict(tree).items()}
 
 
+def model_kind(model: Any) -> str:
+  """The family of a model as its class names it ('DecoderModel'; a classifier's backbone's)."""
+  return type(getattr(model, "backbone", model)).__name__
+
+
+def saved_model_kind(source: checkpoints.Checkpointer, step: int) -> str:
+  """`model_kind` of the model a checkpoint was saved from (built from its config: no params)."""
+  try:
+    return model_kind(build_model(config_lib.model_config(source.restore_config(step))))
+  except Exception:  # noqa: BLE001 - an old or foreign config: the message just names less
+    return ""
+
+
 def match(
-  target: dict[str, tuple[int, ...]], saved: dict[str, tuple[int, ...]], source: str
+  target: dict[str, tuple[int, ...]],
+  saved: dict[str, tuple[int, ...]],
+  source: str,
+  families: tuple[str, str] = ("", ""),
 ) -> tuple[list[str], list[str], list[str]]:
-  """(loaded, initialized, ignored) parameter paths; InitFromError on a misfit."""
+  """(loaded, initialized, ignored) parameter paths; InitFromError on a misfit.
+
+  `families`: (the checkpoint's `model_kind`, the new model's), named in the refusal when most
+  of the new model would start fresh (a BERT run into a GPT shares 2 embedding tables of ~20).
+  """
+  found = [name for name in target if name in saved]
+  if len(found) < len(target) - len(found):  # a new head is a few tensors, not most of them
+    saved_family, family = families
+    kinds = (
+      f"the checkpoint holds a model of class {saved_family}, this one is {family}: "
+      if saved_family and family and saved_family != family
+      else ""
+    )
+    shown = ", ".join(sorted(found)[:4]) + (", ..." if len(found) > 4 else "")
+    raise InitFromError(
+      f"train.init_from={source}: {kinds}only {len(found)} of the {len(target)} parameter "
+      f"tensors of this model are in the checkpoint ({shown or 'none'}), the rest would start "
+      "fresh; init_from loads a run of the same family and layout (a new head is fine)"
+    )
   saved_modules = {name.split("/")[0] for name in saved}
   loaded, initialized = [], []
   for name, shape in sorted(target.items()):
@@ -140,8 +176,11 @@ def check_vocabulary(source: checkpoints.Checkpointer, step: int, path: str, voc
     )
 
 
-def load(params: Any, path: str, param_shardings: Any, vocabulary=None) -> Any:
-  """`params` (the fresh, sharded init) with every parameter the checkpoint at `path` has."""
+def load(params: Any, path: str, param_shardings: Any, vocabulary=None, model=None) -> Any:
+  """`params` (the fresh, sharded init) with every parameter the checkpoint at `path` has.
+
+  `model`: the new model, whose family is named (with the checkpoint's) when they differ and
+  most of it would start fresh."""
   if not path or not os.path.exists(path) and "://" not in path:
     raise InitFromError(f"train.init_from={path!r} does not exist (expected a workdir or a "
                         "checkpoint directory of a previous run)")  # fmt: skip
@@ -150,8 +189,9 @@ def load(params: Any, path: str, param_shardings: Any, vocabulary=None) -> Any:
   if vocabulary is not None:
     check_vocabulary(source, step, path, vocabulary)
   target_flat = _flat(params)
+  families = (saved_model_kind(source, step), model_kind(model) if model is not None else "")
   loaded, initialized, ignored = match(
-    {k: v.shape for k, v in target_flat.items()}, source.saved_param_shapes(step), path
+    {k: v.shape for k, v in target_flat.items()}, source.saved_param_shapes(step), path, families
   )
   shardings = _flat(param_shardings)
   abstract = traverse_util.unflatten_dict(

@@ -26,7 +26,7 @@ from t5x_lite.data import pipeline
 from t5x_lite.data.sharded_stream import HostBatchStream, host_validation_batches
 from t5x_lite.evaluation import evaluator, harness
 from t5x_lite.training import branch as branch_lib
-from t5x_lite.training import distill, init_from, observability
+from t5x_lite.training import distill, init_from, memory, observability
 from t5x_lite.training import hooks as hooks_lib
 from t5x_lite.training.hooks import StopReason
 from t5x_lite.training.preemption import Preemption
@@ -43,8 +43,14 @@ def train_and_evaluate(
   """Trains `config` in `workdir`, resuming from its latest checkpoint.
 
   `devices`: the devices of the mesh (default: all). Returns the final step, eval metrics and
-  params (or {'preempted': True} after a SIGTERM).
+  params (or {'preempted': True} after a SIGTERM). On every error path (a failed restore,
+  Ctrl-C, a bad batch) the checkpoint manager is closed before the error propagates.
   """
+  with checkpoints.close_on_exit():
+    return _train_and_evaluate(config, workdir, devices)
+
+
+def _train_and_evaluate(config, workdir, devices) -> dict[str, Any]:
   # -- 1. config and workdir -------------------------------------------------------------------
   devices = list(devices) if devices is not None else jax.devices()
   config_lib.validate(config, num_devices=len(devices))
@@ -56,6 +62,7 @@ def train_and_evaluate(
 
   # -- 2. mesh, model, optimizer, shapes and shardings ----------------------------------------
   setup = RunSetup.create(config, devices)
+  estimate = memory.describe(memory.check_fits(setup))  # before anything is allocated
   logging.info(
     "mesh %s over %d devices (%d processes)",
     dict(setup.mesh.shape),
@@ -148,7 +155,9 @@ def train_and_evaluate(
   else:
     state = setup.init_state()
     if train.init_from:  # params by name; the optimizer and the step start fresh
-      params = init_from.load(state.params, train.init_from, setup.param_shardings, vocabulary)
+      params = init_from.load(
+        state.params, train.init_from, setup.param_shardings, vocabulary, setup.model
+      )
       state = state.replace(params=params)
     elif teacher is not None:  # DistilBERT's init: every other layer of the teacher
       params = distill.init_student(state.params, teacher, setup.model,
@@ -158,6 +167,7 @@ def train_and_evaluate(
         logging.info("distill: the student starts from the teacher's layers")
       elif config.distill.init_from_teacher == "auto":
         logging.info("distill: the student's shapes do not fit the teacher's: random init")
+  memory.wait_until_ready(state, "creating the train state", train.ready_timeout, estimate)
   logging.info(
     "model: %s, %s parameters (%.1fs to create/restore)",
     type(setup.model).__name__,
@@ -220,10 +230,13 @@ def train_and_evaluate(
     compiled = None
     while step < train.steps and reason is StopReason.COMPLETED:
       batch = setup.global_batch(next(train_stream))
+      first = compiled is None
       if compiled is None:
         compiled = _compile_step(train_step, state, batch, step_inputs, cache_dir, progress)
       with profiler.step(step + 1):
         state, step_metrics = compiled(state, batch, *step_inputs)
+      if first:  # the activations' allocation can fail too: never wait on it forever
+        memory.wait_until_ready(step_metrics, "the first step", train.ready_timeout, estimate)
       step += 1
       profiler.after_step(step, step_metrics)
       reason = after_step(step, state, step_metrics) or StopReason.COMPLETED
