@@ -200,7 +200,7 @@ def test_kill_9_at_random_moments_then_rerun_is_bit_identical(tmp_path, shared_v
     timeout=300,
   )
   reference = final_params(straight)
-  for seed in (0, 1):
+  for seed in (0,):  # tests/test_kill_resume.py kills at start-up, a step and a checkpoint write
     workdir = shared_vocab_workdir(str(tmp_path / f"killed{seed}"))
     process = subprocess.Popen(
       _train_command(workdir, 12),
