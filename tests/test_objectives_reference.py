@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from t5x_lite.data import objectives as ob
+from t5x_lite.data import denoising
 from t5x_lite.data.keys import derive_keys
 from t5x_lite.data.preprocessors import Context
 from t5x_lite.data.ragged import KEY, Ragged
@@ -112,7 +112,9 @@ def test_bart_text_infilling_matches_fairseq_statistics(length, random_ratio):
     "targets": Ragged.from_rows(rows),
     KEY: derive_keys(np.uint64(1), np.arange(len(rows))),
   }
-  out = ob.bart_denoise(examples, context, permute_sentences=False, random_ratio=random_ratio)
+  out = denoising.bart_denoise(
+    examples, context, permute_sentences=False, random_ratio=random_ratio
+  )
   ours = out["inputs"].rows()
   assert len(ours) == len(rows)
   ref_masks, ref_masked = _statistics(rows, reference, mask)

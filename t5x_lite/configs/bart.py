@@ -8,7 +8,7 @@ Variants (`--config bart.py:VARIANT`):
 Architecture: learned positions offset by 2 (fairseq's padding_idx + 1), a LayerNorm on the
 embeddings of each stack, post-LN blocks, GELU (erf), biases, the embedding tied between
 encoder, decoder and output (logits h·Eᵀ, no rescale); init normal(0.02). Pre-training reads
-`pydoc_bart` (objectives.bart_denoise). Adam b2 0.98, eps 1e-6, weight decay 0.01.
+`pydoc_bart` (denoising.bart_denoise). Adam b2 0.98, eps 1e-6, weight decay 0.01.
 """
 
 from t5x_lite.config import base_config

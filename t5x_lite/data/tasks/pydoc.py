@@ -13,7 +13,7 @@ Feature lengths come from config.data.feature_lengths:
 
 import functools
 
-from t5x_lite.data import objectives, preprocessors
+from t5x_lite.data import denoising, objectives, preprocessors
 from t5x_lite.data.registry import Feature, Task, TaskRegistry
 from t5x_lite.data.sources import PydocSource
 
@@ -100,7 +100,7 @@ TaskRegistry.add(
     source=SOURCE,
     preprocessors=[
       preprocessors.tokenize,
-      functools.partial(objectives.bart_denoise, mask_ratio=0.3, poisson_lambda=3.0),
+      functools.partial(denoising.bart_denoise, mask_ratio=0.3, poisson_lambda=3.0),
     ],
     output_features=INPUTS_AND_TARGETS,
   )
