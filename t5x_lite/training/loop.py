@@ -8,11 +8,12 @@ checkpoint, evaluation, a sample.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -64,11 +65,9 @@ def _train_and_evaluate(config, workdir, devices) -> dict[str, Any]:
   setup = RunSetup.create(config, devices)
   estimate = memory.describe(memory.check_fits(setup))  # before anything is allocated
   logging.info(
-    "mesh %s over %d devices (%d processes)",
-    dict(setup.mesh.shape),
-    len(devices),
+    "mesh %s over %d devices (%d processes)", dict(setup.mesh.shape), len(devices),
     jax.process_count(),
-  )
+  )  # fmt: skip
 
   # -- 3. checkpoints: what is there decides where we start ------------------------------------
   checkpointer = checkpoints.Checkpointer(
@@ -77,159 +76,43 @@ def _train_and_evaluate(config, workdir, devices) -> dict[str, Any]:
     keep_every=train.keep_every,
     async_save=train.async_checkpoints,
   )
-  resume_step = checkpointer.latest_step()
-  num_shards = config.data.num_shards or jax.process_count()
-  saved_data = None
-  if resume_step is not None:
-    saved_config = checkpointer.restore_config(resume_step)
-    saved_data = saved_config.data
-    num_shards = saved_data.num_shards or num_shards
-    _warn_on_schedule_change(saved_config, config, resume_step)
-  branch = None  # a decay branch starts from another run's checkpoint (training/branch.py)
-  if resume_step is None and train.branch_from:
-    branch = branch_lib.open_parent(config, workdir)
-    num_shards = branch.num_shards
-  with config.unlocked():
-    config.data.num_shards = num_shards
-    if train.init_from and not config.data.vocab_path and resume_step is None:
-      # Fine-tuning reads text with the vocabulary of the run or HF folder it starts from.
-      config.data.update(init_from.source_vocabulary(train.init_from))
-  # A distillation teacher is opened first; a student reads text with the teacher's vocabulary.
-  teacher_source = distill.open_teacher(config.distill.teacher) if config.distill.teacher else None
-  if teacher_source and config.data.vocab == "sentencepiece" and not config.data.vocab_path:
-    with config.unlocked():
-      config.data.update(teacher_source.vocabulary)
+  start = _StartingPoint.find(config, workdir, checkpointer)
 
-  # -- 4. data ----------------------------------------------------------------------------------
-  vocabulary = _vocabulary(config, workdir, is_main)
-  saved_fingerprint = saved_data.get("vocab_fingerprint", "") if saved_data is not None else ""
-  if saved_fingerprint and saved_fingerprint != vocabulary.fingerprint:
-    raise TrainingError(
-      f"{checkpointer.directory}: the checkpoint was trained with vocabulary "
-      f"{saved_fingerprint}, this run reads {vocabulary.fingerprint} (data.vocab_path or "
-      "data.vocab_* changed since)"
-    )
-  with config.unlocked():
-    config.data.vocab_fingerprint = vocabulary.fingerprint  # saved with every checkpoint
-  converter = setup.model.feature_converter(config.data.pack)
-  make_stream = functools.partial(
-    HostBatchStream, config, vocabulary, converter, num_shards=num_shards,
-    process_index=jax.process_index(), process_count=jax.process_count(),
-  )  # fmt: skip
-  train_stream = make_stream(split="train")
-  make_eval_stream = functools.partial(
-    host_validation_batches, config, vocabulary, converter, num_shards=num_shards,
-    process_index=jax.process_index(), process_count=jax.process_count(),
-  )  # fmt: skip
-
-  def make_task_eval_stream(task: str):  # one component of a Mixture (per-task evaluation)
-    return host_validation_batches(
-      evaluator.with_eval_task(config, task), vocabulary, converter, num_shards=num_shards,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-    )  # fmt: skip
-
-  logging.info(
-    "process %d reads data shards %s of %d", jax.process_index(), train_stream.shards, num_shards
-  )
-  few_shot = None  # train.harness_tasks: read and checked now, before anything compiles
-  if train.harness_tasks:
-    few_shot = harness.ModelLM(
-      setup.model, None, vocabulary, max_length=max(config.data.feature_lengths.values())
-    )
-    few_shot_tasks = harness.load_tasks(train.harness_tasks)
-
-  # A distillation teacher: loaded once, checked, frozen on this mesh (never checkpointed).
-  teacher = _load_teacher(config, setup, teacher_source, vocabulary) if teacher_source else None
+  # -- 4. data (and a distillation teacher, frozen on this mesh, never checkpointed) -----------
+  data = _RunData.open(config, workdir, setup, start, checkpointer.directory)
+  teacher = _load_teacher(config, setup, start.teacher, data.vocabulary) if start.teacher else None
 
   # -- 5. state: resumed, or fresh (and maybe initialized from another run) --------------------
-  start = time.time()
-  if resume_step is not None:
-    state, data_states = setup.restore_state(
-      checkpointer, resume_step, data_shards=train_stream.shards, num_shards=num_shards
-    )
-    train_stream.set_state(data_states)
-    logging.info("resumed from step %d of %s", resume_step, checkpointer.directory)
-  elif branch is not None:
-    state, data_states = branch.restore(setup.abstract_state(), train_stream.shards)
-    train_stream.set_state(data_states)
-  else:
-    state = setup.init_state()
-    if train.init_from:  # params by name; the optimizer and the step start fresh
-      params = init_from.load(
-        state.params, train.init_from, setup.param_shardings, vocabulary, setup.model
-      )
-      state = state.replace(params=params)
-    elif teacher is not None:  # DistilBERT's init: every other layer of the teacher
-      params = distill.init_student(state.params, teacher, setup.model,
-                                    config.distill.init_from_teacher)  # fmt: skip
-      if params is not None:
-        state = state.replace(params=setup.place_params(params))
-        logging.info("distill: the student starts from the teacher's layers")
-      elif config.distill.init_from_teacher == "auto":
-        logging.info("distill: the student's shapes do not fit the teacher's: random init")
+  state = _initial_state(config, setup, checkpointer, start, data, teacher)
   memory.wait_until_ready(state, "creating the train state", train.ready_timeout, estimate)
-  logging.info(
-    "model: %s, %s parameters (%.1fs to create/restore)",
-    type(setup.model).__name__,
-    f"{setup.num_params:,}",
-    time.time() - start,
-  )
 
   # -- 6. steps -----------------------------------------------------------------------------------
   cache_dir = runtime.enable_compilation_cache(train.compilation_cache, workdir)
   train_step, eval_step = setup.jit_train_step(teacher=teacher), setup.jit_eval_step()
   dropout_rng = jax.random.key(train.seed + 1)
   step_inputs = (dropout_rng,) if teacher is None else (dropout_rng, teacher.params)
-
-  def run_eval(params) -> dict[str, float]:
-    with setup.use_mesh():
-      results = evaluator.evaluate(
-        eval_step, params, config, make_eval_stream, setup.batch_sharding, train.eval_steps,
-        vocabulary,
-      )  # fmt: skip
-      results.update(evaluator.evaluate_mixture_tasks(
-        eval_step, params, config, make_task_eval_stream, setup.batch_sharding, train.eval_steps,
-        vocabulary))  # fmt: skip
-    # The task's own metrics (classification accuracy/F1, exact match, ROUGE-L), if it has any.
-    results.update(evaluator.task_metric_results(
-      setup.model, params, config, vocabulary, make_eval_stream, train.eval_steps,
-      config.data.eval_task or config.data.task))  # fmt: skip
-    if few_shot is not None:  # few-shot accuracy (evaluation/harness.py) of these params
-      few_shot.params = params
-      scores = harness.evaluate(few_shot, few_shot_tasks)
-      results.update({f"harness/{name}": value for name, value in scores.items()})
-    return results
+  run_eval = functools.partial(_evaluate, config, setup, eval_step, data)
 
   def save(step: int, state, force: bool = False) -> None:
-    checkpointer.save(step, state, train_stream.get_state(), num_shards, config, force=force)
+    checkpointer.save(step, state, data.train_stream.get_state(), start.num_shards, config,
+                      force=force)  # fmt: skip
 
   # -- 7. the loop ------------------------------------------------------------------------------
   writer = observability.with_wandb(
     reporting.MetricsWriter(workdir, enabled=is_main), config, workdir, enabled=is_main
   )
   profiler = observability.ProfileHook(train.profile_steps, workdir)
-  progress = _progress(config, setup, int(jax.device_get(state.step)), is_main, len(devices))
   step = int(jax.device_get(state.step))
+  progress = _progress(config, setup, step, is_main, len(devices))
   with preemption, setup.use_mesh():
     guard = hooks_lib.NonfiniteParamsGuard(checkpointer)
-    after_step = hooks_lib.Hooks(
-      (
-        [hooks_lib.StopOnNonfinite(checkpointer)]
-        if train.nonfinite == "stop"
-        else [hooks_lib.GiveUpOnSkips(train.max_consecutive_skips, checkpointer, train.log_every)]
-      )
-      + [
-        guard,
-        hooks_lib.LogMetrics(train.log_every, train.steps, writer, progress, config.model.z_loss),
-        hooks_lib.Evaluate(train.eval_every, train.steps, run_eval, writer, progress),
-        hooks_lib.SaveCheckpoint(train.checkpoint_every, train.steps, save, guard),
-        hooks_lib.StopOnPreemption(preemption),
-      ]
+    after_step = _after_step_hooks(
+      config, checkpointer, guard, writer, progress, run_eval, save, preemption
     )
     reason = StopReason.PREEMPTED if preemption.requested else StopReason.COMPLETED
     compiled = None
     while step < train.steps and reason is StopReason.COMPLETED:
-      batch = setup.global_batch(next(train_stream))
+      batch = setup.global_batch(next(data.train_stream))
       first = compiled is None
       if compiled is None:
         compiled = _compile_step(train_step, state, batch, step_inputs, cache_dir, progress)
@@ -240,8 +123,6 @@ def _train_and_evaluate(config, workdir, devices) -> dict[str, Any]:
       step += 1
       profiler.after_step(step, step_metrics)
       reason = after_step(step, state, step_metrics) or StopReason.COMPLETED
-      if reason is not StopReason.COMPLETED:
-        break
 
     # -- 8. the end: a final checkpoint (also on preemption), evaluation, a sample -------------
     if reason is not StopReason.NONFINITE and checkpointer.latest_step() != step:
@@ -266,9 +147,178 @@ def _train_and_evaluate(config, workdir, devices) -> dict[str, Any]:
   if is_main and train.sample_prompt and train.sample_tokens > 0 and setup.model.generative:
     with setup.use_mesh():
       result["sample"] = hooks_lib.print_sample(
-        setup.model, state.params, vocabulary, train.sample_prompt, train.sample_tokens
+        setup.model, state.params, data.vocabulary, train.sample_prompt, train.sample_tokens
       )
   return result
+
+
+@dataclasses.dataclass
+class _StartingPoint:
+  """Where a run starts: its own latest checkpoint, a decay branch's parent, or step 0.
+
+  `find` also completes the config from what it starts from (data shards, the vocabulary of an
+  `init_from` run or of a distillation teacher) before anything reads data.
+  """
+
+  resume_step: int | None
+  saved_fingerprint: str  # the vocabulary the checkpoint was trained with ('' if none)
+  branch: branch_lib.DecayBranch | None
+  num_shards: int
+  teacher: distill.TeacherSource | None
+
+  @classmethod
+  def find(cls, config, workdir: str, checkpointer) -> _StartingPoint:
+    train = config.train
+    resume_step = checkpointer.latest_step()
+    num_shards = config.data.num_shards or jax.process_count()
+    saved_fingerprint = ""
+    if resume_step is not None:
+      saved_config = checkpointer.restore_config(resume_step)
+      saved_fingerprint = saved_config.data.get("vocab_fingerprint", "")
+      num_shards = saved_config.data.num_shards or num_shards
+      _warn_on_schedule_change(saved_config, config, resume_step)
+    branch = None  # a decay branch starts from another run's checkpoint (training/branch.py)
+    if resume_step is None and train.branch_from:
+      branch = branch_lib.open_parent(config, workdir)
+      num_shards = branch.num_shards
+    with config.unlocked():
+      config.data.num_shards = num_shards
+      if train.init_from and not config.data.vocab_path and resume_step is None:
+        # Fine-tuning reads text with the vocabulary of the run or HF folder it starts from.
+        config.data.update(init_from.source_vocabulary(train.init_from))
+    # A distillation teacher is opened first; a student reads text with its vocabulary.
+    teacher = distill.open_teacher(config.distill.teacher) if config.distill.teacher else None
+    if teacher and config.data.vocab == "sentencepiece" and not config.data.vocab_path:
+      with config.unlocked():
+        config.data.update(teacher.vocabulary)
+    return cls(resume_step, saved_fingerprint, branch, num_shards, teacher)
+
+
+@dataclasses.dataclass
+class _RunData:
+  """The run's vocabulary, its training stream and its evaluation streams (whole validation
+  split; per component task of a Mixture), and the few-shot tasks of `train.harness_tasks`."""
+
+  vocabulary: Any
+  train_stream: HostBatchStream
+  make_eval_stream: Callable[[], Any]
+  make_task_eval_stream: Callable[[str], Any]
+  few_shot: harness.ModelLM | None
+  few_shot_tasks: Any
+
+  @classmethod
+  def open(cls, config, workdir: str, setup: RunSetup, start: _StartingPoint, where: str):
+    vocabulary = _vocabulary(config, workdir, jax.process_index() == 0)
+    if start.saved_fingerprint and start.saved_fingerprint != vocabulary.fingerprint:
+      raise TrainingError(
+        f"{where}: the checkpoint was trained with vocabulary {start.saved_fingerprint}, this "
+        f"run reads {vocabulary.fingerprint} (data.vocab_path or data.vocab_* changed since)"
+      )
+    with config.unlocked():
+      config.data.vocab_fingerprint = vocabulary.fingerprint  # saved with every checkpoint
+    converter = setup.model.feature_converter(config.data.pack)
+    shards = dict(
+      num_shards=start.num_shards, process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )  # fmt: skip
+    train_stream = HostBatchStream(config, vocabulary, converter, split="train", **shards)
+    logging.info(
+      "process %d reads data shards %s of %d", jax.process_index(), train_stream.shards,
+      start.num_shards,
+    )  # fmt: skip
+
+    def make_task_eval_stream(task: str):  # one component of a Mixture (per-task evaluation)
+      task_config = evaluator.with_eval_task(config, task)
+      return host_validation_batches(task_config, vocabulary, converter, **shards)
+
+    few_shot, few_shot_tasks = None, None  # read and checked now, before anything compiles
+    if config.train.harness_tasks:
+      length = max(config.data.feature_lengths.values())
+      few_shot = harness.ModelLM(setup.model, None, vocabulary, max_length=length)
+      few_shot_tasks = harness.load_tasks(config.train.harness_tasks)
+    return cls(
+      vocabulary, train_stream,
+      functools.partial(host_validation_batches, config, vocabulary, converter, **shards),
+      make_task_eval_stream, few_shot, few_shot_tasks,
+    )  # fmt: skip
+
+
+def _initial_state(config, setup: RunSetup, checkpointer, start: _StartingPoint, data, teacher):
+  """The train state: resumed (with the data position), a branch's parent, or fresh, then
+  maybe initialized from another run (`init_from`) or from a distillation teacher's layers."""
+  began = time.time()
+  if start.resume_step is not None:
+    state, data_states = setup.restore_state(
+      checkpointer, start.resume_step, data_shards=data.train_stream.shards,
+      num_shards=start.num_shards,
+    )  # fmt: skip
+    data.train_stream.set_state(data_states)
+    logging.info("resumed from step %d of %s", start.resume_step, checkpointer.directory)
+  elif start.branch is not None:
+    state, data_states = start.branch.restore(setup.abstract_state(), data.train_stream.shards)
+    data.train_stream.set_state(data_states)
+  else:
+    state = setup.init_state()
+    if config.train.init_from:  # params by name; the optimizer and the step start fresh
+      params = init_from.load(
+        state.params, config.train.init_from, setup.param_shardings, data.vocabulary,
+        setup.model,
+      )  # fmt: skip
+      state = state.replace(params=params)
+    elif teacher is not None:  # DistilBERT's init: every other layer of the teacher
+      params = distill.init_student(state.params, teacher, setup.model,
+                                    config.distill.init_from_teacher)  # fmt: skip
+      if params is not None:
+        state = state.replace(params=setup.place_params(params))
+        logging.info("distill: the student starts from the teacher's layers")
+      elif config.distill.init_from_teacher == "auto":
+        logging.info("distill: the student's shapes do not fit the teacher's: random init")
+  logging.info(
+    "model: %s, %s parameters (%.1fs to create/restore)", type(setup.model).__name__,
+    f"{setup.num_params:,}", time.time() - began,
+  )  # fmt: skip
+  return state
+
+
+def _evaluate(config, setup: RunSetup, eval_step, data: _RunData, params) -> dict[str, float]:
+  """Held-out metrics of `params`: loss and bits per byte over the whole validation split, per
+  component task of a Mixture, the task's own metrics, and few-shot accuracy if asked for."""
+  eval_steps = config.train.eval_steps
+  with setup.use_mesh():
+    results = evaluator.evaluate(
+      eval_step, params, config, data.make_eval_stream, setup.batch_sharding, eval_steps,
+      data.vocabulary,
+    )  # fmt: skip
+    results.update(evaluator.evaluate_mixture_tasks(
+      eval_step, params, config, data.make_task_eval_stream, setup.batch_sharding, eval_steps,
+      data.vocabulary))  # fmt: skip
+  # The task's own metrics (classification accuracy/F1, exact match, ROUGE-L), if it has any.
+  results.update(evaluator.task_metric_results(
+    setup.model, params, config, data.vocabulary, data.make_eval_stream, eval_steps,
+    config.data.eval_task or config.data.task))  # fmt: skip
+  if data.few_shot is not None:  # few-shot accuracy (evaluation/harness.py) of these params
+    data.few_shot.params = params
+    scores = harness.evaluate(data.few_shot, data.few_shot_tasks)
+    results.update({f"harness/{name}": value for name, value in scores.items()})
+  return results
+
+
+def _after_step_hooks(config, checkpointer, guard, writer, progress, run_eval, save, preemption):
+  """The loop's periodic actions, in order: the non-finite policy, the params guard, logging,
+  evaluation, checkpointing (never of non-finite params) and the preemption stop."""
+  train = config.train
+  if train.nonfinite == "stop":
+    policy = hooks_lib.StopOnNonfinite(checkpointer)
+  else:
+    policy = hooks_lib.GiveUpOnSkips(train.max_consecutive_skips, checkpointer, train.log_every)
+  return hooks_lib.Hooks([
+    policy,
+    guard,
+    hooks_lib.LogMetrics(train.log_every, train.steps, writer, progress, config.model.z_loss),
+    hooks_lib.Evaluate(train.eval_every, train.steps, run_eval, writer, progress),
+    hooks_lib.SaveCheckpoint(train.checkpoint_every, train.steps, save, guard),
+    hooks_lib.StopOnPreemption(preemption),
+  ])  # fmt: skip
 
 
 def _warn_on_schedule_change(saved, config, resume_step: int) -> None:
