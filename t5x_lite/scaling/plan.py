@@ -1,8 +1,9 @@
 """IsoFLOP plans: for each compute budget C, a few model sizes N and the tokens D = C / (6·N).
 
 Shape rules (decoder family; docs/scaling.md gives the reasoning):
-  width    d_model from a fixed ladder (WIDTHS): steps of ~1.15-1.33x, multiples of 16 below 256
-           and of 64 from 256 on, so every width splits into whole heads.
+  width    d_model from a fixed ladder (WIDTHS): steps of ~1.15-1.5x, multiples of 16 below 256
+           (and 24) and of 64 from 256 on, so every width splits into whole heads. The
+           widths 16 and 24 exist for CPU sweeps, whose budgets put N* at a few 10k.
   depth    num_layers = max(2, round(d_model / 64)): the aspect ratio d_model / num_layers = 64 of
            GPT-2 small, GPT-3 Small, Pythia-160M and Chinchilla's smallest model (512 / 8), inside
            the broad optimum Kaplan et al. (2020, fig. 5) measured (d/L from ~20 to ~200 within
@@ -35,7 +36,7 @@ from t5x_lite import models
 
 FAMILY_CONFIGS = {"decoder": "gpt.py:tiny"}  # base config of each family a plan supports
 WIDTHS = (
-  32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024,
+  16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024,
   1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192,
 )  # fmt: skip
 MIN_STEPS = 10  # a point with fewer optimizer steps is dropped (its loss says little)
