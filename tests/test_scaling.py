@@ -223,7 +223,7 @@ def test_cli_plan_run_resume(tmp_path, capsys, shared_vocab_workdir):
   plan_path = str(tmp_path / "plan.json")
   overrides = ["--config.train.batch_size=8", "--config.data.feature_lengths={'targets': 32}",
                "--config.train.eval_steps=2"]  # fmt: skip
-  assert cli.main(["scaling", "plan", "--budgets", "3.2e9,6.4e9", "--points", "2", "--span", "3",
+  assert cli.main(["scaling", "plan", "--budgets", "3.2e9,6.4e9", "--points", "2", "--span", "2",
                    "--tokens-per-param", "0.1", "--min-steps", "5", "--out", plan_path,
                    *overrides]) == 0  # fmt: skip
   p = plan.Plan.from_json(open(plan_path).read())
