@@ -92,9 +92,9 @@ def test_tiny_gpt_follows_held_out_instructions(capsys, tmp_path):
   args = [
     "train", "--config", "gpt.py:tiny", "--workdir", workdir, "--config.data.vocab=byte",
     "--config.data.task=repeat_chat", f"--config.data.task_modules=('{module}',)",
-    "--config.data.feature_lengths={'targets': 128}", "--config.train.steps=600",
+    "--config.data.feature_lengths={'targets': 128}", "--config.train.steps=400",
     "--config.train.batch_size=16", "--config.train.log_every=50", "--config.train.eval_every=0",
-    "--config.train.checkpoint_every=600", "--config.train.sample_tokens=0",
+    "--config.train.checkpoint_every=400", "--config.train.sample_tokens=0",
     "--config.optimizer.warmup_steps=20",
   ]  # fmt: skip
   assert cli.main(args) == 0, capsys.readouterr().err[-2000:]
@@ -110,4 +110,4 @@ def test_tiny_gpt_follows_held_out_instructions(capsys, tmp_path):
   assert len(replies) == len(held_out)
   accuracy = np.mean([r == w for r, w in zip(replies, held_out)])
   assert accuracy >= 0.5, list(zip(held_out, replies))
-  assert os.path.exists(os.path.join(workdir, "checkpoints", "600"))
+  assert os.path.exists(os.path.join(workdir, "checkpoints", "400"))
