@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from typing import Any
 
 import jax
@@ -82,19 +83,29 @@ def _ignore_closed_loop_stragglers() -> None:
   sys.unraisablehook = hook
 
 
+# Set by a second Ctrl-C (a KeyboardInterrupt through `close_on_exit`): the save in flight is
+# abandoned, and Orbax's background threads fail as the interpreter shuts down under them.
+_ABANDONED = threading.Event()
+
+
 class _OrbaxStragglers(logging.Filter):
-  """Drops two kinds of log records that repeat an error already reported in one line:
-  Orbax's `logging.exception` of a KeyboardInterrupt (a second Ctrl-C while it waits for a
-  save; the CLI says "interrupted"), and asyncio's "Task exception was never retrieved" for
-  Orbax's sibling reads of a restore that failed (logged whenever they are garbage-collected,
-  each with TensorStore's whole spec; the restore error itself is in the debug log)."""
+  """Drops log records that repeat an error already reported in one line:
+  - Orbax's `logging.exception` of a KeyboardInterrupt (a second Ctrl-C while it waits for a
+    save; the CLI says "interrupted");
+  - after that second Ctrl-C, Orbax's errors from the save it was told to abandon ("cannot
+    schedule new futures after shutdown"): the step is left incomplete, never half-read, as
+    after kill -9;
+  - asyncio's "Task exception was never retrieved" for Orbax's sibling reads of a restore that
+    failed (logged whenever they are garbage-collected, each with TensorStore's whole spec; the
+    restore error itself is in the debug log)."""
 
   def filter(self, record: logging.LogRecord) -> bool:
     error = record.exc_info[0] if record.exc_info else None
     interrupted = error is not None and issubclass(error, KeyboardInterrupt)
+    abandoned = _ABANDONED.is_set() and "orbax" in (record.pathname or "")
     message = record.getMessage()
     unretrieved = message.startswith("Task exception was never retrieved") and "orbax" in message
-    return not (interrupted or unretrieved)
+    return not (interrupted or abandoned or unretrieved)
 
 
 def _quiet_stragglers() -> None:
@@ -122,6 +133,7 @@ def close_on_exit():
     completed = True
   except KeyboardInterrupt:
     interrupted = True
+    _ABANDONED.set()
     raise
   finally:
     _scopes.remove(created)

@@ -210,7 +210,8 @@ class SaveCheckpoint:
 
 
 class StopOnPreemption:
-  """SIGTERM seen (on any process): stop after this step; the loop saves."""
+  """SIGTERM or Ctrl-C seen (or a preemption sync point on any process): stop after this step;
+  the loop saves."""
 
   def __init__(self, preemption):
     self.preemption = preemption
@@ -219,7 +220,8 @@ class StopOnPreemption:
   def __call__(self, step: int, state: Any, metrics: dict) -> StopReason | None:
     if not self.preemption.should_stop(step):
       return None
-    self.message = f"preempted (SIGTERM) at step {step}: checkpoint saved, exiting cleanly"
+    cause = getattr(self.preemption, "signal_name", "") or "preemption notice"
+    self.message = f"stopped by {cause} at step {step}: checkpoint saved, exiting cleanly"
     return StopReason.PREEMPTED
 
 

@@ -23,6 +23,7 @@ class Preemption:
 
   def __init__(self):
     self.requested = False
+    self.signal_name = ""  # 'Ctrl-C' or 'SIGTERM': what asked the run to stop
     self._previous: dict[int, object] = {}
 
   def install(self) -> Preemption:
@@ -43,7 +44,7 @@ class Preemption:
     if self.requested and signum == signal.SIGINT:
       raise KeyboardInterrupt  # the second Ctrl-C: stop now, without saving
     self.requested = True
-    name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+    name = self.signal_name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
     logging.warning(
       "%s received: finishing this step, then saving a checkpoint%s",
       name,
