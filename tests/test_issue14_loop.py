@@ -316,3 +316,15 @@ def test_perplexity_only_of_a_language_model_loss(make_config, head, sums, expec
   assert {k for k in results if "perplexity" in k} == expected
   if "mlm_perplexity" in expected:
     assert results["mlm_perplexity"] == pytest.approx(np.exp(2.0))
+
+
+def test_a_run_that_fails_before_its_loop_gives_ctrl_c_back(tmp_path, make_config):
+  """The loop catches SIGINT/SIGTERM from before compiling; an error before the loop (here: a
+  vocabulary file that does not exist) must put the caller's handlers back (a notebook's Ctrl-C)."""
+  import signal
+
+  before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+  config = make_config(**{"data.vocab_path": str(tmp_path / "missing.model")})
+  with pytest.raises(Exception, match="missing.model"):
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

@@ -47,17 +47,21 @@ def train_and_evaluate(
   params (or {'preempted': True} after a SIGTERM). On every error path (a failed restore,
   Ctrl-C, a bad batch) the checkpoint manager is closed before the error propagates.
   """
+  preemption = Preemption()
   with checkpoints.close_on_exit():
-    return _train_and_evaluate(config, workdir, devices)
+    try:
+      return _train_and_evaluate(config, workdir, devices, preemption)
+    finally:  # an error before the loop must not leave Ctrl-C caught in the caller's process
+      preemption.uninstall()
 
 
-def _train_and_evaluate(config, workdir, devices) -> dict[str, Any]:
+def _train_and_evaluate(config, workdir, devices, preemption: Preemption) -> dict[str, Any]:
   # -- 1. config and workdir -------------------------------------------------------------------
   devices = list(devices) if devices is not None else jax.devices()
   config_lib.validate(config, num_devices=len(devices))
   _check_workdir(workdir)
   # Signals from here on stop the run cleanly (a SIGTERM while compiling exits 0, not 143).
-  preemption = Preemption().install()
+  preemption.install()
   is_main = jax.process_index() == 0
   train = config.train
 

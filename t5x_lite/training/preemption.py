@@ -59,8 +59,12 @@ class Preemption:
         return self.requested
     return self.requested
 
-  def __exit__(self, *exc) -> bool:
+  def uninstall(self) -> None:
+    """Puts the previous handlers back (idempotent)."""
     for sig, previous in self._previous.items():
       signal.signal(sig, previous)
     self._previous = {}
+
+  def __exit__(self, *exc) -> bool:
+    self.uninstall()
     return False
