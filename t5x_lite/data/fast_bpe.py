@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import tiktoken
 import tokenizers
 
 # GPT-2's pre-tokenizer regex, which `tokenizers`' ByteLevel(use_regex=True) applies.
@@ -68,10 +69,6 @@ def why_not_tiktoken(state: dict[str, Any]) -> str | None:
 
 def tiktoken_encoder(tokenizer: tokenizers.Tokenizer) -> tuple[Any, str | None]:
   """(`tiktoken.Encoding` equal to `tokenizer` without post-processing, None) or (None, why)."""
-  try:
-    import tiktoken  # noqa: PLC0415 -- an optional speed-up; `tokenizers` encodes without it
-  except ImportError:
-    return None, "tiktoken is not installed"
   state = json.loads(tokenizer.to_str())
   why = why_not_tiktoken(state)
   if why:
@@ -98,12 +95,8 @@ def tiktoken_encoder(tokenizer: tokenizers.Tokenizer) -> tuple[Any, str | None]:
     previous = i
     made.add(i)
   if not model.get("ignore_merges"):
-    bpe = tokenizers.models.BPE(
-      vocab=vocab, merges=[tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1))
-                           for m in model.get("merges") or []]
-    )  # fmt: skip
     for token in vocab:
-      if token not in added and len(token) > 1 and len(bpe.tokenize(token)) != 1:
+      if token not in added and len(token) > 1 and len(tokenizer.model.tokenize(token)) != 1:
         return None, f"token {token!r} is not reachable by its merges"
   # tiktoken splits specials by a regex alternation (first match): longest first = leftmost longest
   specials = dict(sorted(added.items(), key=lambda kv: -len(kv[0])))

@@ -220,7 +220,7 @@ class StopOnPreemption:
   def __call__(self, step: int, state: Any, metrics: dict) -> StopReason | None:
     if not self.preemption.should_stop(step):
       return None
-    cause = getattr(self.preemption, "signal_name", "") or "preemption notice"
+    cause = self.preemption.signal_name or "preemption notice"
     self.message = f"stopped by {cause} at step {step}: checkpoint saved, exiting cleanly"
     return StopReason.PREEMPTED
 
