@@ -33,26 +33,12 @@ class UsageError(ValueError):
   """A command-line argument is missing or wrong."""
 
 
-class _CurrentStderr(logging.StreamHandler):
-  """Writes to whatever `sys.stderr` is when a record is emitted, not the object it was when
-  `main` ran: a caller that swaps stderr (pytest's capture, a notebook) and closes the old one
-  must not get "I/O operation on closed file" from a background thread's late record."""
-
-  @property
-  def stream(self):
-    return sys.stderr
-
-  @stream.setter
-  def stream(self, value) -> None:
-    del value
-
-
 def _setup_logging(verbose: bool = False) -> None:
   logging.basicConfig(
     level=logging.DEBUG if verbose else logging.INFO,
     format="%(asctime)s %(levelname).1s %(message)s",
     datefmt="%H:%M:%S",
-    handlers=[_CurrentStderr()],
+    stream=sys.stderr,
     force=True,  # libraries imported while building the parser (absl via orbax) may have set one
   )
   for noisy in ("absl", "orbax", "jax._src", "etils", "grain"):
