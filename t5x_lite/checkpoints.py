@@ -95,8 +95,8 @@ class _OrbaxStragglers(logging.Filter):
   - after that second Ctrl-C, Orbax's errors from the save it was told to abandon ("cannot
     schedule new futures after shutdown"): the step is left incomplete, never half-read, as
     after kill -9;
-  - asyncio's "Task exception was never retrieved" for Orbax's sibling reads of a restore that
-    failed (logged whenever they are garbage-collected, each with TensorStore's whole spec; the
+  - asyncio's "Task/Future exception was never retrieved" for Orbax's sibling reads of a
+    restore that failed (logged whenever they are garbage-collected, each with TensorStore's whole spec; the
     restore error itself is in the debug log)."""
 
   def filter(self, record: logging.LogRecord) -> bool:
@@ -104,7 +104,9 @@ class _OrbaxStragglers(logging.Filter):
     interrupted = error is not None and issubclass(error, KeyboardInterrupt)
     abandoned = _ABANDONED.is_set() and "orbax" in (record.pathname or "")
     message = record.getMessage()
-    unretrieved = message.startswith("Task exception was never retrieved") and "orbax" in message
+    unretrieved = message.startswith(
+      ("Task exception was never retrieved", "Future exception was never retrieved")
+    ) and ("orbax" in message or "tensorstore_spec" in message)
     return not (interrupted or abandoned or unretrieved)
 
 
