@@ -30,7 +30,7 @@ def _lines(*extra):
   return ("\n".join(good + list(extra)) + "\n").encode()
 
 
-# name: (file name, bytes or a writer, source expression over PATH, message)
+# name: (file name, bytes or a writer, source expression over PATH, message, ...)
 CORPORA = {
   "jsonl_array_line": ("c.jsonl", _lines("[1, 2, 3]"), "JsonlSource(PATH)",
                        "c.jsonl:21: expected a JSON object, found a list"),
@@ -47,8 +47,12 @@ CORPORA = {
   "text_lines_invalid_utf8": ("c.txt", b"fine line\nbad \xff line\n",
                               "TextFileSource(PATH, mode='line')",
                               "c.txt:2: not valid UTF-8 (byte 0xff at column 5)"),
-  "text_file_invalid_utf8": ("c.txt", b"one\ntwo\n\x80three\n", "TextFileSource(PATH)",
+  "text_file_invalid_utf8": ("c.txt", b"one\ntwo\n\x80three\n", "TextFileSource(PATH, mode='paragraph')",
                              "c.txt:3: not valid UTF-8 (byte 0x80 at column 1)"),
+  # One file read whole is one document: it trains, whatever its path hashes to, and the run
+  # stops before compiling because nothing is left to evaluate on.
+  "text_file_one_document": ("c.txt", b"one\ntwo\n", "TextFileSource(PATH)",
+                             "split 'validation' is empty", "the corpus is one document"),
   "text_truncated_gzip": ("c.txt.gz", _gzip_truncated, "TextFileSource(PATH, mode='paragraph')",
                           "c.txt.gz: truncated or corrupt gzip after line"),
   "jsonl_truncated_gzip": ("c.jsonl.gz", _gzip_truncated, "JsonlSource(PATH)",
@@ -58,7 +62,7 @@ CORPORA = {
 
 @pytest.mark.parametrize("case", sorted(CORPORA))
 def test_bad_training_corpus(capsys, tmp_path, workdir, case):
-  name, content, source, message = CORPORA[case]
+  name, content, source, *messages = CORPORA[case]
   path = tmp_path / name
   if callable(content):
     content(path)
@@ -79,7 +83,7 @@ def test_bad_training_corpus(capsys, tmp_path, workdir, case):
     ["train", "--config", TINY, "--workdir", str(workdir), "--config.data.vocab=byte",
      f"--config.data.task_modules=('{module}',)", "--config.data.task=my_corpus"],
   )  # fmt: skip
-  assert_one_line(code, err, message)
+  assert_one_line(code, err, *messages)
   assert snapshot(workdir) == before
 
 

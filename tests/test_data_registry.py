@@ -95,6 +95,15 @@ def _all(split):
   return [split[i] for i in range(len(split))]
 
 
+def test_a_single_document_always_trains():
+  # '/data/corpus9.txt' hashes below 0.05: by the hash alone it would be validation's only
+  # document and leave train empty (a one-file corpus failing on 5% of paths).
+  assert not sources.validation_mask(["/data/corpus9.txt"], 0.05).any()
+  assert [not sources.validation_mask([f"/data/corpus{i}.txt"], 0.5)[0] for i in range(20)] == [
+    True
+  ] * 20
+
+
 def test_hash_split_is_stable_and_disjoint():
   ids = [f"doc{i}" for i in range(2000)]
   mask = sources.validation_mask(ids, 0.1)

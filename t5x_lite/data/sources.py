@@ -37,6 +37,7 @@ def validation_mask(ids: Sequence[str], validation_fraction: float) -> np.ndarra
 
   With two or more documents both splits are non-empty: if the hash leaves one empty, the
   document with the smallest (or largest) hash moves over, so a small corpus still evaluates.
+  A single document always trains (which split it fell in must not depend on its path).
   """
   crc = np.fromiter((zlib.crc32(i.encode("utf-8")) for i in ids), np.uint64, count=len(ids))
   unit = (mix64(crc) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
@@ -45,6 +46,8 @@ def validation_mask(ids: Sequence[str], validation_fraction: float) -> np.ndarra
     mask[np.argmin(unit)] = True
   if len(ids) >= 2 and mask.all():
     mask[np.argmax(unit)] = False
+  if len(ids) == 1:
+    mask[0] = False
   return mask
 
 
@@ -106,8 +109,11 @@ class DocumentSource(abc.ABC):
       self._masks = validation_mask(ids, self.validation_fraction)
     indices = np.flatnonzero(self._masks if name == "validation" else ~self._masks)
     if len(indices) == 0:
+      hint = ""
+      if len(self._masks) == 1:
+        hint = "; the corpus is one document, which trains: give more files, or split it by line or paragraph"
       raise DataError(
-        f"{self!r}: split {name!r} is empty (validation_fraction={self.validation_fraction})"
+        f"{self!r}: split {name!r} is empty (validation_fraction={self.validation_fraction}){hint}"
       )
     return DocumentSplit(self._read, indices, f"{self!r}[{name}]")
 

@@ -231,6 +231,9 @@ class _RunData:
       start.num_shards,
     )  # fmt: skip
 
+    for task in pipeline.resolve_tasks(config, "validation")[0]:
+      task.source.split("validation")  # an empty validation split fails now, not after training
+
     def make_task_eval_stream(task: str):  # one component of a Mixture (per-task evaluation)
       task_config = evaluator.with_eval_task(config, task)
       return host_validation_batches(task_config, vocabulary, converter, **shards)
