@@ -171,3 +171,15 @@ def test_sharded_dimensions_must_divide_their_mesh_axes():
   ):
     config_lib.validate(config, num_devices=8)
   config_lib.validate(get("gpt.py:gpt2_small", **{"mesh.preset": "fsdp"}), num_devices=8)
+
+
+@pytest.mark.parametrize(
+  "spec, remat",
+  [("gpt.py:tiny", "none"), ("gpt.py:gpt2_small", "minimal"), ("gpt.py:gpt3_1_3b", "minimal"),
+   ("t5.py:tiny", "none"), ("t5.py:t5_small", "minimal"), ("t5.py:t5_1_1_base", "minimal")],
+)  # fmt: skip
+def test_real_size_variants_recompute_non_matmul_activations(spec, remat):
+  """The real-size GPT and T5 variants default to remat 'minimal' (docs/benchmarks.md measures it
+  faster than keeping every activation on CPU, and it needs less memory); the tiny ones keep all."""
+  assert get(spec).model.remat == remat
+  assert get(spec, **{"model.remat": "none"}).model.remat == "none"  # still a plain override
