@@ -12,8 +12,9 @@ Variants (`--config gpt.py:VARIANT`):
   gpt3_2_7b   GPT-3 2.7B: 32 layers, 2560 wide, 32 heads.
 
 The GPT-2 and GPT-3 variants recompute the non-matmul activations in the backward pass
-(`model.remat='minimal'`): less memory, and a faster step (gpt2_small 4 × 256 f32 on a 2-core
-Xeon: 1.29× the step with every activation kept, docs/benchmarks.md).
+(`model.remat='minimal'`): less memory, and a step no slower (gpt2_small 4 × 256 on 2 cores,
+against the step with every activation kept: Xeon f32 1.29×, EPYC f32 1.00×, EPYC bf16 1.12×;
+docs/benchmarks.md).
 
 GPT-3 shapes: d_ff = 4·d_model, 2048 positions, the GPT-2 vocabulary (50257), pre-LN, tied
 embeddings, and the paper's batch (tokens / 2048 sequences) and peak learning rate (Adam
