@@ -259,7 +259,8 @@ def test_resumed_run_loads_the_train_step_from_the_compilation_cache(
 
 def test_compare_pairs_a_peer_with_our_step(tmp_path):
   """`benchmark.py compare` with a stand-in peer script (prints the JSON line a peer prints) and
-  our gpt2_small step at 2 layers of width 64: one row per pair and the ratio of step times."""
+  our gpt2_small step at 2 layers of width 64, each side in a process of its own per pair: one
+  row per pair and the ratio of step times."""
   peers = tmp_path / "peers"
   peers.mkdir()
   (peers / "peer_flax_gpt2.py").write_text(
@@ -283,6 +284,9 @@ def test_compare_pairs_a_peer_with_our_step(tmp_path):
     assert pair["peer"] == 123.0
     assert pair["speed_ratio"] == pytest.approx(123.0 / pair["ours"])
     assert pair["peer_result"]["argv"][:4] == ["--batch", "1", "--seq-len", "16"]
+    # Ours, like the peer, ran in a fresh process of its own (compiled there, then timed).
+    assert pair["ours_result"]["compile_s"] > 0 and len(pair["ours_result"]["step_time_s_all"]) == 1
+  assert result["ours_process"] == "fresh" and result["ours_dtype"] == "float32"
   assert result["machine"]["cpu"] and "load_average_1m" in result["machine"]
   assert "median" in run.stdout and "ours vs peer (speed)" in run.stdout
 

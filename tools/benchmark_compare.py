@@ -1,8 +1,12 @@
 """`benchmark.py compare`: a peer implementation and t5x_lite on the same shape, interleaved.
 
 Each pair runs the peer script (from ../shared/peers/, in its own venv, a fresh process that
-compiles, warms up and times `--steps` steps) and then `--steps` steps of our step (compiled
-once in this process, the loop's own jitted `train_step`), so both see the same machine state;
+compiles, warms up and times `--steps` steps) and then our step the same way: a fresh process
+(this file run as a script) that compiles the loop's own jitted `train_step`, warms it up and
+times `--steps` steps. So both sides see the same machine state, and neither runs while the
+other's process holds its buffers: on these VMs a peer timed while our process merely held its
+2 GB of idle state ran 1.4-1.9x slower (5.3 s alone, 7.5-10 s beside it; 2026-12-02).
+`--ours-process shared` keeps the older protocol (ours compiled once in this process).
 `--pairs` pairs, alternating peer, ours, peer, ours. Each pair gives a speed ratio
 (peer step time / our step time: > 1 means t5x_lite is faster); the table shows every pair and
 the median with the spread (min–max) of the pairs, the CPU model and the load before each run.
@@ -24,6 +28,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -149,6 +154,35 @@ class OurStep:
             "step_time_s_all": times, "_load_before": load}  # fmt: skip
 
 
+_OURS_FIELDS = ("peer", "dtype", "batch", "length", "warmup")
+
+
+def run_ours_fresh(args, overrides, timeout: int) -> dict[str, Any]:
+  """Our step in a fresh process (this file as a script): compile, warm up, time `args.steps`."""
+  spec = {k: getattr(args, k) for k in _OURS_FIELDS}
+  spec.update(steps=args.steps, overrides=[list(o) for o in overrides])
+  command = [sys.executable, os.path.abspath(__file__), json.dumps(spec)]
+  load = os.getloadavg()[0]
+  done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+  lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+  if done.returncode != 0 or not lines:
+    raise SystemExit(f"our step process failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+  return dict(json.loads(lines[-1]), _load_before=load)
+
+
+def _ours_main(spec_json: str) -> None:
+  """Entry of `run_ours_fresh`'s process: prints one JSON line."""
+  import argparse  # noqa: PLC0415
+
+  spec = json.loads(spec_json)
+  args = argparse.Namespace(**{k: spec[k] for k in _OURS_FIELDS})
+  ours = OurStep(args, [tuple(o) for o in spec["overrides"]])
+  result = ours.run(spec["steps"])
+  result.update(compile_s=ours.compile_s, flops_per_step=ours.flops_per_step,
+                dtype=ours.config.model.dtype)  # fmt: skip
+  print(json.dumps(result))
+
+
 def our_data(args) -> dict[str, Any]:
   import benchmark_data  # noqa: PLC0415 (tools/ is on sys.path)
 
@@ -163,14 +197,22 @@ def cmd_compare(args, overrides) -> dict[str, Any]:
   command = peer_command(args, name)
   print("peer: " + " ".join(command), flush=True)
   data = name == "seqio_span"
-  ours_runner = None if data else OurStep(args, overrides)
+  fresh = args.ours_process == "fresh" and not data
+  ours_runner = None if data or fresh else OurStep(args, overrides)
   if ours_runner is not None:
     print(f"ours: {PEERS[name]['config']} {dict(overrides)} dtype {ours_runner.config.model.dtype}, "
           f"compiled in {ours_runner.compile_s:.1f} s", flush=True)  # fmt: skip
+  elif fresh:
+    print(f"ours: {PEERS[name]['config']} {dict(overrides)}, a fresh process each pair", flush=True)
   pairs = []
   for index in range(args.pairs):
     peer = run_peer(command, args.timeout)
-    ours = our_data(args) if data else ours_runner.run(args.steps)
+    if data:
+      ours = our_data(args)
+    elif fresh:
+      ours = run_ours_fresh(args, overrides, args.timeout)
+    else:
+      ours = ours_runner.run(args.steps)
     if data:  # rates: higher is better
       peer_value = peer["runs"][0]["nonpad_tokens_per_cpu_s"]
       our_value = ours["tokens_per_cpu_s"]
@@ -195,11 +237,14 @@ def cmd_compare(args, overrides) -> dict[str, Any]:
     "pairs": pairs,
     "machine_at_end": machine_info(),
   }
-  if ours_runner is not None:
+  if not data:
+    first = pairs[0]["ours_result"]
     summary.update(
       ours_config=PEERS[name]["config"], ours_overrides=dict(overrides),
-      ours_dtype=ours_runner.config.model.dtype, ours_compile_s=ours_runner.compile_s,
-      ours_flops_per_step=ours_runner.flops_per_step,
+      ours_process=args.ours_process,
+      ours_dtype=first["dtype"] if fresh else ours_runner.config.model.dtype,
+      ours_compile_s=first["compile_s"] if fresh else ours_runner.compile_s,
+      ours_flops_per_step=first["flops_per_step"] if fresh else ours_runner.flops_per_step,
       peer_flops_per_step=pairs[0]["peer_result"].get("flops_per_step"),
     )  # fmt: skip
   header = ["pair", f"peer {unit}", f"ours {unit}", "ours vs peer (speed)", "load peer / ours"]
@@ -223,6 +268,12 @@ def add_arguments(p) -> None:
   p.add_argument("--batch", type=int, default=4)
   p.add_argument("--length", default="256", help="'256', or 'inputs=512,targets=114' for T5")
   p.add_argument("--pairs", type=int, default=3)
+  p.add_argument(
+    "--ours-process",
+    choices=("fresh", "shared"),
+    default="fresh",
+    help="fresh: our step in a new process each pair, as the peer (default)",
+  )
   p.add_argument("--steps", type=int, default=6, help="timed steps per run, each side")
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--timeout", type=int, default=1800, help="seconds for one peer run")
@@ -234,3 +285,6 @@ def add_arguments(p) -> None:
 
 
 __all__ = ["PEERS", "add_arguments", "cmd_compare", "config_lib"]
+
+if __name__ == "__main__":
+  _ours_main(sys.argv[1])
