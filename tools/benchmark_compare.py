@@ -100,22 +100,28 @@ def t5_lengths(text: str) -> tuple[int, int]:
   return 512, 114
 
 
-def run_peer(command: list[str], timeout: int) -> dict[str, Any]:
-  """Runs the peer script; its last JSON line, with the wall time and the load before it."""
+def _run_json(who: str, command: list[str], timeout: int, env=None) -> dict[str, Any]:
+  """Runs `command` in a fresh process; its last JSON line, with the wall time and the load
+  before it."""
   load = os.getloadavg()[0]
   start = time.perf_counter()
-  # Our own XLA CPU settings (e.g. YNNPACK off) are not the peer's: its jax is another version.
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if "_ynn_" not in f)
   done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
   lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
   if done.returncode != 0 or not lines:
     tail = (done.stderr or done.stdout)[-2000:]
-    raise SystemExit(f"peer {' '.join(command)} failed (exit {done.returncode}):\n{tail}")
+    raise SystemExit(f"{who} {' '.join(command)} failed (exit {done.returncode}):\n{tail}")
   result = json.loads(lines[-1])
   result["_load_before"] = load
   result["_wall_s"] = time.perf_counter() - start
   return result
+
+
+def run_peer(command: list[str], timeout: int) -> dict[str, Any]:
+  """Runs the peer script (see `_run_json`)."""
+  # Our own XLA CPU settings (e.g. YNNPACK off) are not the peer's: its jax is another version.
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if "_ynn_" not in f)
+  return _run_json("peer", command, timeout, env)
 
 
 class OurStep:
@@ -141,6 +147,10 @@ class OurStep:
     model = build_model(self.config.model)
     self.flops_per_step = model.flops_per_token(lengths) * tokens_per_step(self.config)
 
+  def facts(self) -> dict[str, Any]:
+    return {"dtype": self.config.model.dtype, "compile_s": self.compile_s,
+            "flops_per_step": self.flops_per_step}  # fmt: skip
+
   def run(self, steps: int) -> dict[str, Any]:
     load = os.getloadavg()[0]
     times = []
@@ -161,13 +171,9 @@ def run_ours_fresh(args, overrides, timeout: int) -> dict[str, Any]:
   """Our step in a fresh process (this file as a script): compile, warm up, time `args.steps`."""
   spec = {k: getattr(args, k) for k in _OURS_FIELDS}
   spec.update(steps=args.steps, overrides=[list(o) for o in overrides])
-  command = [sys.executable, os.path.abspath(__file__), json.dumps(spec)]
-  load = os.getloadavg()[0]
-  done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-  lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-  if done.returncode != 0 or not lines:
-    raise SystemExit(f"our step process failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
-  return dict(json.loads(lines[-1]), _load_before=load)
+  return _run_json(
+    "our step", [sys.executable, os.path.abspath(__file__), json.dumps(spec)], timeout
+  )
 
 
 def _ours_main(spec_json: str) -> None:
@@ -177,10 +183,7 @@ def _ours_main(spec_json: str) -> None:
   spec = json.loads(spec_json)
   args = argparse.Namespace(**{k: spec[k] for k in _OURS_FIELDS})
   ours = OurStep(args, [tuple(o) for o in spec["overrides"]])
-  result = ours.run(spec["steps"])
-  result.update(compile_s=ours.compile_s, flops_per_step=ours.flops_per_step,
-                dtype=ours.config.model.dtype)  # fmt: skip
-  print(json.dumps(result))
+  print(json.dumps(dict(ours.run(spec["steps"]), **ours.facts())))
 
 
 def our_data(args) -> dict[str, Any]:
@@ -238,13 +241,11 @@ def cmd_compare(args, overrides) -> dict[str, Any]:
     "machine_at_end": machine_info(),
   }
   if not data:
-    first = pairs[0]["ours_result"]
+    facts = pairs[0]["ours_result"] if fresh else ours_runner.facts()
     summary.update(
       ours_config=PEERS[name]["config"], ours_overrides=dict(overrides),
-      ours_process=args.ours_process,
-      ours_dtype=first["dtype"] if fresh else ours_runner.config.model.dtype,
-      ours_compile_s=first["compile_s"] if fresh else ours_runner.compile_s,
-      ours_flops_per_step=first["flops_per_step"] if fresh else ours_runner.flops_per_step,
+      ours_process=args.ours_process, ours_dtype=facts["dtype"],
+      ours_compile_s=facts["compile_s"], ours_flops_per_step=facts["flops_per_step"],
       peer_flops_per_step=pairs[0]["peer_result"].get("flops_per_step"),
     )  # fmt: skip
   header = ["pair", f"peer {unit}", f"ours {unit}", "ours vs peer (speed)", "load peer / ours"]
