@@ -4,7 +4,7 @@ import os
 
 # LLVM at -O1 instead of -O2 for the CPU code XLA emits (the HLO passes, hence the programs and
 # what the tests check, are the same): the suite is mostly compiles of tiny models, and -O1
-# compiles them up to 1.6x faster while the runs take as long (suite, 2 cores: 29m40 CPU-s
+# compiles them up to 1.6x faster while the runs take as long (suite, 2 cores: 29m40 of CPU
 # instead of 32m41-33m35; -O0 was slower overall, its runs were 2.6x slower).
 os.environ["XLA_FLAGS"] = (
   os.environ.get("XLA_FLAGS", "")
