@@ -228,14 +228,15 @@ def state_handler() -> ocp.StandardCheckpointHandler:
   handler = ocp.StandardCheckpointHandler()
   if jax.process_count() > 1:
     return handler
-  registry = ocp.type_handlers.create_type_handler_registry(
-    *[(t, ocp.type_handlers.get_type_handler(t)) for t in ocp.type_handlers.supported_types()]
-  )
   default = ocp.type_handlers.get_type_handler(jax.Array)
   try:  # private Orbax attributes (0.12): keep the default handler if they move
-    store = default._array_metadata_store
-    registry.add(jax.Array, ocp.type_handlers.ArrayHandler(
-      use_replica_parallel=False, array_metadata_store=store), override=True)  # fmt: skip
+    whole = ocp.type_handlers.ArrayHandler(
+      use_replica_parallel=False, array_metadata_store=default._array_metadata_store
+    )
+    registry = ocp.type_handlers.create_type_handler_registry(*[
+      (t, whole if t is jax.Array else ocp.type_handlers.get_type_handler(t))
+      for t in ocp.type_handlers.supported_types()
+    ])  # fmt: skip
     handler._impl = ocp.PyTreeCheckpointHandler(
       save_concurrent_gb=96, restore_concurrent_gb=96, type_handler_registry=registry
     )  # StandardCheckpointHandler's own settings
