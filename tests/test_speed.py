@@ -1,7 +1,7 @@
 """Issue 15: the selectable attention implementation and the chunked cross-entropy compute what
 the plain paths compute; the chunked loss needs less memory; a resumed `t5x-lite train` finds
 its compiled step in the persistent cache; `benchmark.py compare` pairs a peer with our step;
-a single-process checkpoint compiles nothing."""
+small replicated arrays are checkpointed without on-device slicing."""
 
 import json
 import os
@@ -325,10 +325,10 @@ def test_clipping_in_the_step_equals_optax_clip_by_global_norm(make_config):
   assert results[0][1] == results[1][1]  # the same gradients before the update
 
 
-def test_a_single_process_checkpoint_compiles_nothing(tmp_path):
-  """Replicated arrays on 8 devices: the first save writes each whole from its first replica
-  (Orbax's replica-parallel default sliced each on device, ~700 compiles for a tiny T5), and it
-  restores equal."""
+def test_small_replicated_arrays_are_saved_without_slicing(tmp_path):
+  """Replicated arrays on 8 devices: a first save writes small ones whole from their first
+  replica (Orbax's replica-parallel default sliced each on device: ~700 compiles for a tiny T5)
+  and still slices a large one (MIN_REPLICA_SLICE_BYTES per replica); both restore equal."""
   import orbax.checkpoint as ocp
 
   from t5x_lite import checkpoints
@@ -336,30 +336,34 @@ def test_a_single_process_checkpoint_compiles_nothing(tmp_path):
   mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   rng = np.random.default_rng(0)
+
+  def array(shape):
+    return jax.device_put(rng.normal(size=shape).astype(np.float32), replicated)
+
   # Odd shapes that no other test uses, so that no compiled slice is cached in this process.
-  state = {
-    f"w{i}": jax.device_put(rng.normal(size=(8 * (i + 3), 13 + i)).astype(np.float32), replicated)
-    for i in range(5)
-  }
-  compiles = []
+  small = {f"w{i}": array((8 * (i + 3), 13 + i)) for i in range(5)}
+  large = {"big": array((8 * 8193, 33))}  # 1.03 MiB per replica
+  assert large["big"].nbytes // 8 >= checkpoints.MIN_REPLICA_SLICE_BYTES
+  for name, state, sliced in (("small", small, False), ("large", large, True)):
+    compiles = []
 
-  def listener(event, duration, **kwargs):
-    if event.startswith("/jax/core/compile"):
-      compiles.append(event)
+    def listener(event, duration, compiles=compiles, **kwargs):
+      if event.startswith("/jax/core/compile"):
+        compiles.append(event)
 
-  checkpointer = checkpoints.Checkpointer(str(tmp_path / "ckpt"), keep=1)
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
-    assert checkpointer.save(1, state, {0: {}}, 1, ml_collections.ConfigDict({"seed": 0}))
-    checkpointer.wait()
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listener)
-  assert compiles == []
-  abstract = jax.tree.map(
-    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state
-  )
-  restored, _ = checkpointer.restore(abstract, step=1)
-  checkpointer.close()
-  jax.tree.map(np.testing.assert_array_equal, restored, state)
-  metadata = json.loads((tmp_path / "ckpt" / "1" / "_CHECKPOINT_METADATA").read_text())
-  assert metadata["item_handlers"]["state"] == ocp.StandardCheckpointHandler.typestr()
+    checkpointer = checkpoints.Checkpointer(str(tmp_path / name), keep=1)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+      assert checkpointer.save(1, state, {0: {}}, 1, ml_collections.ConfigDict({"seed": 0}))
+      checkpointer.wait()
+    finally:
+      jax.monitoring.unregister_event_duration_listener(listener)
+    assert bool(compiles) == sliced, (name, len(compiles))
+    abstract = jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state
+    )
+    restored, _ = checkpointer.restore(abstract, step=1)
+    checkpointer.close()
+    jax.tree.map(np.testing.assert_array_equal, restored, state)
+    metadata = json.loads((tmp_path / name / "1" / "_CHECKPOINT_METADATA").read_text())
+    assert metadata["item_handlers"]["state"] == ocp.StandardCheckpointHandler.typestr()
