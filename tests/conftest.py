@@ -10,6 +10,27 @@ os.environ["XLA_FLAGS"] = (
   os.environ.get("XLA_FLAGS", "")
   + " --xla_force_host_platform_device_count=8 --xla_backend_optimization_level=1"
 ).strip()
+
+
+def _jaxlib_knows(flag: str) -> bool:
+  """Whether this jaxlib defines an XLA flag: XLA aborts the process on an unknown one, so a
+  flag that a later jaxlib drops must not be set (its name is a string in libjax_common.so)."""
+  import importlib.util
+  import mmap
+
+  spec = importlib.util.find_spec("jaxlib")
+  path = os.path.join(os.path.dirname(spec.origin), "libjax_common.so") if spec else ""
+  if not os.path.isfile(path):
+    return False
+  with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+    return data.find(b"\0" + flag.encode() + b"\0") >= 0
+
+
+# XLA:CPU's older (non-MLIR) emitter for the element-wise fusions: same HLO passes and the same
+# programs as with the default, emitted by XLA's legacy code generator, which compiles faster.
+# Three compile-bound test files (2 cores, one worker): 114-125 s -> 97 s.
+if _jaxlib_knows("xla_cpu_use_fusion_emitters"):
+  os.environ["XLA_FLAGS"] += " --xla_cpu_use_fusion_emitters=false"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # A persistent compilation cache shared by this session's tests and the subprocesses they start:
