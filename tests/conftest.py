@@ -29,7 +29,10 @@ def _jaxlib_knows(flag: str) -> bool:
 # XLA:CPU's older (non-MLIR) emitter for the element-wise fusions: same HLO passes and the same
 # programs as with the default, emitted by XLA's legacy code generator, which compiles faster.
 # Three compile-bound test files (2 cores, one worker): 114-125 s -> 97 s.
-if _jaxlib_knows("xla_cpu_use_fusion_emitters"):
+# A setting of the caller's own XLA_FLAGS wins.
+if "fusion_emitters" not in os.environ["XLA_FLAGS"] and _jaxlib_knows(
+  "xla_cpu_use_fusion_emitters"
+):
   os.environ["XLA_FLAGS"] += " --xla_cpu_use_fusion_emitters=false"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
